@@ -1,0 +1,132 @@
+"""The account tree: operator (admin) root -> resellers (any depth up to the tree's max) -> clients.
+
+Every account except the root holds a balance with its parent; a call debits every level at the tariff
+its parent assigned it. ``available`` (what the level may still spend) is balance, plus the credit limit
+for postpaid accounts, minus money held for calls in progress. The store keeps ``available`` as an
+attribute of its own because DynamoDB conditions cannot do arithmetic.
+"""
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import List, Optional, Sequence
+
+from .money import ZERO
+from .numbers import DialPlan
+
+ADMIN, RESELLER, CLIENT = "admin", "reseller", "client"
+ROLES = (ADMIN, RESELLER, CLIENT)
+ACTIVE, SUSPENDED, CLOSED = "active", "suspended", "closed"
+STATUSES = (ACTIVE, SUSPENDED, CLOSED)
+PREPAID, PREPAID_SOFT, POSTPAID = "prepaid", "prepaid_soft", "postpaid"
+BILLING_TYPES = (PREPAID, PREPAID_SOFT, POSTPAID)
+EARLY, LATE = "early", "late"
+BILLING_MODES = (EARLY, LATE)
+MARGIN, COMMISSION = "margin", "commission"
+RESELLER_MODELS = (MARGIN, COMMISSION)
+
+
+class InvalidTree(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TreeSettings:
+    """Per-tree settings, kept on the root account."""
+    max_depth: int = 5                  # reseller levels between the root and a client
+    max_duration: int = 3 * 3600        # cap on any authorized call, seconds
+    hold_grace: int = 600               # a hold unreleased this long after its granted time is swept
+    billing_mode: str = EARLY           # default for accounts that set none
+    dial_plan: DialPlan = field(default_factory=DialPlan)
+
+    @classmethod
+    def from_dict(cls, data: Optional[dict]) -> "TreeSettings":
+        data = data or {}
+        return cls(
+            max_depth=int(data.get("max_depth", 5)),
+            max_duration=int(data.get("max_duration", 3 * 3600)),
+            hold_grace=int(data.get("hold_grace", 600)),
+            billing_mode=data.get("billing_mode", EARLY),
+            dial_plan=DialPlan.from_dict(data.get("dial_plan")),
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    role: str
+    parent_id: Optional[str]
+    tariff_id: Optional[str]            # assigned by the parent; the root's is its provider cost tariff
+    name: str = ""
+    status: str = ACTIVE
+    billing_type: str = PREPAID
+    billing_mode: Optional[str] = None  # None: inherit from the nearest ancestor, then the tree
+    balance: Decimal = ZERO
+    credit_limit: Decimal = ZERO
+    held: Decimal = ZERO
+    active_calls: int = 0
+    max_calls: Optional[int] = None
+    cps_limit: Optional[int] = None
+    daily_limit: Optional[Decimal] = None
+    monthly_limit: Optional[Decimal] = None
+    allow_loss: bool = False
+    reseller_model: str = MARGIN
+    commission_percent: Decimal = ZERO
+    currency: str = "USD"
+    settings: Optional[TreeSettings] = None   # root only
+
+    @property
+    def available(self) -> Decimal:
+        credit = self.credit_limit if self.billing_type == POSTPAID else ZERO
+        return self.balance + credit - self.held
+
+    @property
+    def floor(self) -> Optional[Decimal]:
+        """Lowest balance allowed; None for soft prepaid, which may go negative."""
+        if self.billing_type == PREPAID_SOFT:
+            return None
+        return -self.credit_limit if self.billing_type == POSTPAID else ZERO
+
+    @property
+    def is_commission_reseller(self) -> bool:
+        return self.role == RESELLER and self.reseller_model == COMMISSION
+
+
+Chain = Sequence[Account]   # the caller's client first, the root last
+
+
+def check_chain(chain: Chain) -> TreeSettings:
+    """Validate a client-to-root chain and return the tree's settings."""
+    if len(chain) < 2:
+        raise InvalidTree("a chain needs a client and a root")
+    for child, parent in zip(chain, chain[1:]):
+        if child.parent_id != parent.id:
+            raise InvalidTree(f"{child.id} is not a child of {parent.id}")
+    root = chain[-1]
+    if root.role != ADMIN or root.parent_id is not None:
+        raise InvalidTree(f"{root.id} is not a root")
+    if chain[0].role != CLIENT:
+        raise InvalidTree(f"{chain[0].id} is not a client")
+    if any(a.role != RESELLER for a in chain[1:-1]):
+        raise InvalidTree("only resellers stand between a client and the root")
+    settings = root.settings or TreeSettings()
+    if len(chain) - 2 > settings.max_depth:
+        raise InvalidTree(f"{len(chain) - 2} reseller levels exceed the tree's max depth {settings.max_depth}")
+    return settings
+
+
+def effective_tariff_ids(chain: Chain) -> List[Optional[str]]:
+    """The tariff each level is charged at: under a commission reseller an account pays its parent's
+    own tariff (the commission reseller sets no prices)."""
+    result: List[Optional[str]] = [None] * len(chain)
+    result[-1] = chain[-1].tariff_id
+    for i in range(len(chain) - 2, -1, -1):
+        parent = chain[i + 1]
+        result[i] = result[i + 1] if parent.is_commission_reseller else chain[i].tariff_id
+    return result
+
+
+def billing_modes(chain: Chain, settings: TreeSettings) -> List[str]:
+    modes: List[str] = []
+    for i in range(len(chain)):
+        mode = next((a.billing_mode for a in chain[i:] if a.billing_mode), settings.billing_mode)
+        modes.append(mode)
+    return modes

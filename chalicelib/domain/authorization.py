@@ -1,0 +1,182 @@
+"""May this caller dial this number, and for how long?
+
+Each level of the chain is quoted at its own rate. The call is granted the largest whole number of
+seconds that every level can pay for (connect fee and increments included), capped by the tree's
+maximum and by each level's remaining daily and monthly spend. Soft-prepaid levels do not limit.
+With early billing (the default) that many seconds' charge is held at each level; with late billing
+the level is only checked, and debited after the call.
+"""
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+from .accounts import (ACTIVE, CLOSED, EARLY, PREPAID_SOFT, Account, Chain, TreeSettings,
+                       billing_modes, effective_tariff_ids)
+from .money import ZERO, money, quantize
+from .rating import affordable_seconds, call_cost
+from .tariffs import Rate, RateBook, Tariff
+
+# Denial reasons (the switch API returns them verbatim).
+ACCOUNT_UNKNOWN = "account_unknown"
+ACCOUNT_SUSPENDED = "account_suspended"
+ACCOUNT_CLOSED = "account_closed"
+NO_RATE = "no_rate"
+LOSS_ROUTE = "loss_route"
+CONCURRENT_CALLS_LIMIT = "concurrent_calls_limit"
+CPS_LIMIT = "cps_limit"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+DAILY_LIMIT = "daily_limit"
+MONTHLY_LIMIT = "monthly_limit"
+INVALID_DESTINATION = "invalid_destination"
+
+LOSS_PROBE_SECONDS = 60   # a level sells at a loss when a one-minute call costs its child less than it
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counters read with the chain: spend of the current UTC day and month, calls this second."""
+    day_spent: Decimal = ZERO
+    month_spent: Decimal = ZERO
+    calls_this_second: int = 0
+
+
+@dataclass(frozen=True)
+class Level:
+    """One account's part in a call, frozen at authorization and used unchanged at completion."""
+    account_id: str
+    role: str
+    rate: Rate
+    charged: bool = True                # False for the root: the carrier bills the operator outside Cascade
+    mode: str = EARLY
+    commission_percent: Decimal = ZERO
+    hold: Decimal = ZERO
+    guarded: bool = True                # the store must refuse the hold below the level's floor
+    limits_daily: bool = False
+    limits_monthly: bool = False
+    cps_limit: Optional[int] = None
+    max_calls: Optional[int] = None
+
+    def cost(self, billsec: int) -> Decimal:
+        return call_cost(self.rate, billsec)
+
+    def commission(self, cost: Decimal) -> Decimal:
+        return quantize(cost * self.commission_percent / 100) if self.commission_percent else ZERO
+
+    def charge(self, billsec: int) -> Decimal:
+        """What this account's balance loses for the call: its cost less any commission credited."""
+        cost = self.cost(billsec)
+        return cost - self.commission(cost)
+
+    def to_dict(self) -> dict:
+        return {
+            "account_id": self.account_id, "role": self.role, "rate": self.rate.to_dict(),
+            "charged": self.charged, "mode": self.mode, "commission_percent": str(self.commission_percent),
+            "hold": str(self.hold), "guarded": self.guarded, "limits_daily": self.limits_daily,
+            "limits_monthly": self.limits_monthly, "cps_limit": self.cps_limit, "max_calls": self.max_calls,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Level":
+        return cls(
+            account_id=d["account_id"], role=d["role"], rate=Rate.from_dict(d["rate"]),
+            charged=bool(d["charged"]), mode=d["mode"], commission_percent=money(d["commission_percent"]),
+            hold=money(d["hold"]), guarded=bool(d["guarded"]), limits_daily=bool(d["limits_daily"]),
+            limits_monthly=bool(d["limits_monthly"]), cps_limit=d.get("cps_limit"), max_calls=d.get("max_calls"),
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    max_duration: int
+    levels: List[Level]
+    limited_by: Optional[str] = None    # account whose funds or limits set max_duration (None: the cap)
+
+    @property
+    def client_rate(self) -> Rate:
+        return self.levels[0].rate
+
+
+@dataclass(frozen=True)
+class Denial:
+    reason: str
+    account_id: Optional[str] = None
+
+
+Decision = Union[Grant, Denial]
+
+
+def price_chain(chain: Chain, tariffs: Mapping[str, Tariff], books: Mapping[str, RateBook],
+                number: str, now_iso: str) -> List[Optional[Rate]]:
+    """Each level's rate for ``number``, from the root down (a markup tariff prices from its owner's)."""
+    tariff_ids = effective_tariff_ids(chain)
+    index = {a.id: i for i, a in enumerate(chain)}
+    rates: List[Optional[Rate]] = [None] * len(chain)
+    for i in range(len(chain) - 1, -1, -1):
+        tariff = tariffs.get(tariff_ids[i] or "")
+        if tariff is None:
+            continue
+        owner = index.get(tariff.owner)
+        owner_rate = rates[owner] if owner is not None and owner > i else None
+        rates[i] = tariff.price(books.get(tariff.id, {}), number, now_iso, owner_rate)
+    return rates
+
+
+def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Usage],
+           settings: TreeSettings) -> Decision:
+    for account in chain:
+        if account.status != ACTIVE:
+            reason = ACCOUNT_CLOSED if account.status == CLOSED else ACCOUNT_SUSPENDED
+            return Denial(reason, account.id)
+    for account, rate in zip(chain, rates):
+        if rate is None:
+            return Denial(NO_RATE, account.id)
+    for i in range(1, len(chain)):
+        seller = chain[i]
+        if seller.allow_loss or seller.is_commission_reseller:
+            continue
+        if call_cost(rates[i - 1], LOSS_PROBE_SECONDS) < call_cost(rates[i], LOSS_PROBE_SECONDS):
+            return Denial(LOSS_ROUTE, seller.id)
+
+    modes = billing_modes(chain, settings)
+    levels: List[Level] = []
+    for i, (account, rate) in enumerate(zip(chain, rates)):
+        charged = i < len(chain) - 1
+        levels.append(Level(
+            account_id=account.id, role=account.role, rate=rate, charged=charged, mode=modes[i],
+            commission_percent=account.commission_percent if account.is_commission_reseller else ZERO,
+            guarded=account.billing_type != PREPAID_SOFT,
+            limits_daily=charged and account.daily_limit is not None,
+            limits_monthly=charged and account.monthly_limit is not None,
+            cps_limit=account.cps_limit if charged else None,
+            max_calls=account.max_calls if charged else None,
+        ))
+
+    for account, level in zip(chain, levels):
+        if not level.charged:
+            continue
+        if account.max_calls is not None and account.active_calls >= account.max_calls:
+            return Denial(CONCURRENT_CALLS_LIMIT, account.id)
+        if account.cps_limit is not None and usage.get(account.id, Usage()).calls_this_second >= account.cps_limit:
+            return Denial(CPS_LIMIT, account.id)
+
+    max_duration, limited_by, reason = settings.max_duration, None, None
+    for account, level in zip(chain, levels):
+        if not level.charged:
+            continue
+        used = usage.get(account.id, Usage())
+        budgets = []
+        if level.guarded:
+            budgets.append((account.available, INSUFFICIENT_FUNDS))
+        if account.daily_limit is not None:
+            budgets.append((account.daily_limit - used.day_spent, DAILY_LIMIT))
+        if account.monthly_limit is not None:
+            budgets.append((account.monthly_limit - used.month_spent, MONTHLY_LIMIT))
+        for funds, why in budgets:
+            seconds = affordable_seconds(level.charge, funds, max_duration)
+            if seconds < max_duration:
+                max_duration, limited_by, reason = seconds, account.id, why
+    if max_duration <= 0:
+        return Denial(reason or INSUFFICIENT_FUNDS, limited_by)
+
+    held = [replace(l, hold=l.charge(max_duration) if l.charged and l.mode == EARLY else ZERO) for l in levels]
+    return Grant(max_duration=max_duration, levels=held, limited_by=limited_by)

@@ -1,0 +1,59 @@
+"""Who pays what for a finished call.
+
+Every charged level pays its parent the call's cost at its own frozen rate; a commission reseller is
+credited its commission on that cost. Its profit is what its child paid it, less what it paid, plus any
+commission. The root's cost is the carrier's price, so the operator's profit is known too.
+
+MOR's worked example: provider 0.3, reseller pays 1.2, client pays 2.0 per minute ->
+admin earns 0.9, reseller 0.8 on a one-minute call.
+"""
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import List, Optional, Sequence
+
+from .authorization import Level
+from .money import ZERO
+from .rating import billed_seconds
+
+ANSWERED, BUSY, NO_ANSWER, FAILED = "ANSWERED", "BUSY", "NO ANSWER", "FAILED"
+DISPOSITIONS = (ANSWERED, BUSY, NO_ANSWER, FAILED)
+
+
+@dataclass(frozen=True)
+class LevelCharge:
+    account_id: str
+    role: str
+    charged: bool
+    cost: Decimal            # what this level pays its parent (root: the carrier)
+    commission: Decimal      # credited back (commission resellers)
+    net: Decimal             # what the balance loses: cost - commission (0 for the root)
+    hold: Decimal            # released now
+    sell: Optional[Decimal]  # what the child level paid this one (None for the client)
+    profit: Optional[Decimal]
+    billed_seconds: int
+
+    def to_dict(self) -> dict:
+        return {
+            "account_id": self.account_id, "role": self.role, "cost": str(self.cost),
+            "commission": str(self.commission), "charged": str(self.net),
+            "sell": None if self.sell is None else str(self.sell),
+            "profit": None if self.profit is None else str(self.profit),
+            "billed_seconds": self.billed_seconds,
+        }
+
+
+def settle(levels: Sequence[Level], billsec: int, disposition: str, hold_released: bool = True) -> List[LevelCharge]:
+    seconds = billsec if disposition == ANSWERED else 0
+    charges: List[LevelCharge] = []
+    for i, level in enumerate(levels):
+        cost = level.cost(seconds)
+        commission = level.commission(cost)
+        sell = charges[i - 1].cost if i > 0 else None
+        charges.append(LevelCharge(
+            account_id=level.account_id, role=level.role, charged=level.charged, cost=cost,
+            commission=commission, net=cost - commission if level.charged else ZERO,
+            hold=level.hold if hold_released else ZERO, sell=sell,
+            profit=None if sell is None else sell - cost + commission,
+            billed_seconds=billed_seconds(level.rate, seconds),
+        ))
+    return charges

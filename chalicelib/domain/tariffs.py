@@ -1,0 +1,135 @@
+"""Tariffs: what an account pays its parent per destination.
+
+A *table* tariff lists rates by prefix. A *markup* tariff (VoIP.ms "package") prices every destination
+from its owner's own cost: price = (owner's price + fixed) x (1 + percent/100); its own rates are
+per-destination overrides that win over the markup whenever one matches the number.
+
+Storage splits a tariff into *rate groups* so a lookup reads a bounded number of items whatever the
+tariff's size: prefixes shorter than ``BUCKET_DIGITS`` are one group each, longer ones are grouped by
+their first ``BUCKET_DIGITS`` digits. A number of any length therefore touches at most
+``BUCKET_DIGITS`` groups per tariff (``candidate_groups``).
+"""
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .money import ZERO, money
+
+BUCKET_DIGITS = 4
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+class InvalidRate(ValueError):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Rate:
+    prefix: str
+    price: Decimal                      # per minute
+    name: str = ""
+    connect_fee: Decimal = ZERO
+    minimum: int = 0                    # seconds billed at least, once answered
+    initial: int = 60                   # first increment, seconds
+    subsequent: int = 60                # every later increment, seconds
+    effective_from: str = EPOCH         # ISO-8601 UTC; the newest version already in force wins
+
+    def __post_init__(self):
+        if not self.prefix.isdigit():
+            raise InvalidRate("prefix", f"{self.prefix!r} must be digits")
+        if self.price < 0 or self.connect_fee < 0:
+            raise InvalidRate("price", "must not be negative")
+        if self.initial < 1 or self.subsequent < 1:
+            raise InvalidRate("increment", "increments must be at least 1 second")
+        if self.minimum < 0:
+            raise InvalidRate("minimum", "must not be negative")
+
+    def to_dict(self) -> dict:
+        return {
+            "prefix": self.prefix, "name": self.name, "price": str(self.price),
+            "connect_fee": str(self.connect_fee), "minimum": self.minimum, "initial": self.initial,
+            "subsequent": self.subsequent, "effective_from": self.effective_from,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Rate":
+        try:
+            return cls(
+                prefix=str(data["prefix"]), name=str(data.get("name", "")),
+                price=money(data["price"]), connect_fee=money(data.get("connect_fee", "0")),
+                minimum=int(data.get("minimum", 0)), initial=int(data.get("initial", 60)),
+                subsequent=int(data.get("subsequent", 60)),
+                effective_from=str(data.get("effective_from", EPOCH)),
+            )
+        except KeyError as exc:
+            raise InvalidRate(exc.args[0], "is required") from exc
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidRate):
+                raise
+            raise InvalidRate("rate", str(exc)) from exc
+
+
+RateBook = Mapping[str, Sequence[Rate]]   # prefix -> versions (any subset holding the number's prefixes)
+
+
+def group_of(prefix: str) -> str:
+    return prefix if len(prefix) < BUCKET_DIGITS else prefix[:BUCKET_DIGITS]
+
+
+def candidate_groups(number: str) -> List[str]:
+    """The rate groups that can hold a prefix of ``number``."""
+    groups = [number[:n] for n in range(1, min(len(number), BUCKET_DIGITS - 1) + 1)]
+    if len(number) >= BUCKET_DIGITS:
+        groups.append(number[:BUCKET_DIGITS])
+    return groups
+
+
+def in_force(versions: Iterable[Rate], now_iso: str) -> Optional[Rate]:
+    live = [v for v in versions if v.effective_from <= now_iso]
+    return max(live, key=lambda v: v.effective_from) if live else None
+
+
+def longest_match(book: RateBook, number: str, now_iso: str) -> Optional[Rate]:
+    for length in range(len(number), 0, -1):
+        versions = book.get(number[:length])
+        if versions:
+            rate = in_force(versions, now_iso)
+            if rate is not None:
+                return rate
+    return None
+
+
+@dataclass(frozen=True)
+class Tariff:
+    id: str
+    owner: str
+    kind: str = "table"                 # "table" | "markup"
+    markup_fixed: Decimal = ZERO
+    markup_percent: Decimal = ZERO
+    increments: Optional[tuple] = None  # markup pulse (minimum, initial, subsequent) overriding the base's
+    name: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("table", "markup"):
+            raise InvalidRate("kind", "must be 'table' or 'markup'")
+
+    def price(self, book: RateBook, number: str, now_iso: str, owner_rate: Optional[Rate]) -> Optional[Rate]:
+        """This tariff's rate for ``number``; ``owner_rate`` is what the owner itself pays for it."""
+        override = longest_match(book, number, now_iso)
+        if self.kind == "table" or override is not None:
+            return override
+        if owner_rate is None:
+            return None
+        return marked_up(owner_rate, self.markup_fixed, self.markup_percent, self.increments)
+
+
+def marked_up(base: Rate, fixed: Decimal, percent: Decimal, increments: Optional[tuple] = None) -> Rate:
+    factor = 1 + percent / 100
+    rate = replace(base, price=money((base.price + fixed) * factor),
+                   connect_fee=money(base.connect_fee * factor))
+    if increments:
+        minimum, initial, subsequent = increments
+        rate = replace(rate, minimum=minimum, initial=initial, subsequent=subsequent)
+    return rate
