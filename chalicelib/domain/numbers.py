@@ -28,6 +28,10 @@ class DialPlan:
     national_prefix: str = ""
     national_length: Optional[int] = 10
 
+    def to_dict(self) -> dict:
+        return {"country_code": self.country_code, "international_prefixes": list(self.international_prefixes),
+                "national_prefix": self.national_prefix, "national_length": self.national_length}
+
     @classmethod
     def from_dict(cls, data: Optional[dict]) -> "DialPlan":
         if not data:

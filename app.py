@@ -1,0 +1,14 @@
+"""Cascade's Chalice app: registers blueprints, nothing heavy at import."""
+from chalice import Chalice
+
+from chalicelib.entrypoints.sweeper import sweeper_bp
+from chalicelib.entrypoints.switch import switch_bp
+
+app = Chalice(app_name="cascade")
+app.register_blueprint(switch_bp)
+app.register_blueprint(sweeper_bp)
+
+
+@app.route("/health")
+def health():
+    return {"status": "ok"}

@@ -1,0 +1,200 @@
+"""PynamoDB models: the single source of truth for Cascade's tables (infra/ reads them too).
+
+``core`` is a single table holding everything the switch path reads in one BatchGetItem: accounts,
+caller identities, switch keys, tariffs and their rate groups, calls and usage counters.
+
+    pk               sk            kind
+    ACC#<id>         #             account     balance item: balance, held, available, counters
+    ID#<name>        #             identity    SIP username or client id -> client + cached route
+    KEY#<hmac>       #             switch_key  a switch API key, stored as HMAC-SHA256 only
+    TRF#<id>         #             tariff      header: owner, kind, markup
+    TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.group_of)
+    CALL#<call_id>   #             call        frozen levels, holds, status; sparse HELD index
+    CPS#<acct>       <epoch s>     counter     calls started in that second (TTL)
+    SPEND#<acct>     D#<day>|M#<m> counter     money spent that UTC day / month (TTL)
+
+``ledger`` and ``cdrs`` are partitioned by account id and written only inside the money transactions.
+"""
+import json
+import os
+from decimal import Decimal
+
+from pynamodb.attributes import (Attribute, BooleanAttribute, DiscriminatorAttribute, NumberAttribute,
+                                 TTLAttribute, UnicodeAttribute)
+from pynamodb.constants import NUMBER, STRING
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+HELD_SHARDS = 8
+
+
+def table_name(logical: str) -> str:
+    return os.environ.get("CASCADE_TABLE_PREFIX", "cascade-dev-") + logical
+
+
+class _Meta:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    billing_mode = "PAY_PER_REQUEST"
+
+
+class DecimalAttribute(Attribute[Decimal]):
+    """A DynamoDB number read back as Decimal (PynamoDB's NumberAttribute goes through float)."""
+    attr_type = NUMBER
+
+    def serialize(self, value):
+        if isinstance(value, float):
+            raise TypeError("money must not be float")
+        return str(value)
+
+    def deserialize(self, value):
+        return Decimal(value)
+
+
+class JSONTextAttribute(Attribute[object]):
+    """JSON kept as a string; numbers come back as Decimal, never float."""
+    attr_type = STRING
+
+    def serialize(self, value):
+        return json.dumps(value, default=str, separators=(",", ":"))
+
+    def deserialize(self, value):
+        return json.loads(value, parse_float=Decimal)
+
+
+class HeldIndex(GlobalSecondaryIndex):
+    """Sparse: only calls still holding money carry held_shard, so the sweeper reads nothing else."""
+    class Meta:
+        index_name = "held"
+        projection = AllProjection()
+    held_shard = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute(range_key=True)
+
+
+class CoreItem(Model):
+    class Meta(_Meta):
+        table_name = table_name("core")
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    kind = DiscriminatorAttribute()
+    ttl = NumberAttribute(null=True)      # epoch seconds; the table's TTL attribute
+
+
+class AccountItem(CoreItem, discriminator="account"):
+    id = UnicodeAttribute()
+    role = UnicodeAttribute()
+    parent_id = UnicodeAttribute(null=True)
+    tariff_id = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(default="")
+    status = UnicodeAttribute(default="active")
+    billing_type = UnicodeAttribute(default="prepaid")
+    billing_mode = UnicodeAttribute(null=True)
+    balance = DecimalAttribute(default=Decimal)
+    credit_limit = DecimalAttribute(default=Decimal)
+    held = DecimalAttribute(default=Decimal)
+    available = DecimalAttribute(default=Decimal)   # balance + credit (postpaid) - held, kept by every write
+    active_calls = NumberAttribute(default=0)
+    max_calls = NumberAttribute(null=True)
+    cps_limit = NumberAttribute(null=True)
+    daily_limit = DecimalAttribute(null=True)
+    monthly_limit = DecimalAttribute(null=True)
+    allow_loss = BooleanAttribute(default=False)
+    reseller_model = UnicodeAttribute(default="margin")
+    commission_percent = DecimalAttribute(default=Decimal)
+    currency = UnicodeAttribute(default="USD")
+    settings = JSONTextAttribute(null=True)            # root only: TreeSettings
+
+
+class IdentityItem(CoreItem, discriminator="identity"):
+    name = UnicodeAttribute()
+    client_id = UnicodeAttribute()
+    route = JSONTextAttribute()     # {"chain": [[account_id, tariff_id, limit flags], ...], "dial_plan": {...}}
+
+
+class SwitchKeyItem(CoreItem, discriminator="switch_key"):
+    key_id = UnicodeAttribute()
+    name = UnicodeAttribute(default="")
+    status = UnicodeAttribute(default="active")
+    created_at = UnicodeAttribute(default="")
+
+
+class TariffItem(CoreItem, discriminator="tariff"):
+    id = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    tariff_kind = UnicodeAttribute(default="table")
+    name = UnicodeAttribute(default="")
+    markup_fixed = DecimalAttribute(default=Decimal)
+    markup_percent = DecimalAttribute(default=Decimal)
+    increments = JSONTextAttribute(null=True)
+
+
+class RateGroupItem(CoreItem, discriminator="rate_group"):
+    tariff_id = UnicodeAttribute()
+    rates = JSONTextAttribute()     # {prefix: [rate version dicts]}
+
+
+class CallItem(CoreItem, discriminator="call"):
+    call_id = UnicodeAttribute()
+    status = UnicodeAttribute()     # held -> done, or held -> expired -> done
+    account = UnicodeAttribute()
+    client_id = UnicodeAttribute()
+    destination = UnicodeAttribute()
+    number = UnicodeAttribute()
+    caller_id = UnicodeAttribute(null=True)
+    authorized_at = NumberAttribute()
+    max_duration = NumberAttribute()
+    levels = JSONTextAttribute()
+    answer = JSONTextAttribute()
+    result = JSONTextAttribute(null=True)
+    held_shard = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+    held_index = HeldIndex()
+
+
+class CounterItem(CoreItem, discriminator="counter"):
+    n = NumberAttribute(null=True)
+    spent = DecimalAttribute(null=True)
+
+
+class LedgerEntryItem(Model):
+    """Immutable: one row per balance change, written in the same transaction as the change."""
+    class Meta(_Meta):
+        table_name = table_name("ledger")
+    account_id = UnicodeAttribute(hash_key=True)
+    entry_id = UnicodeAttribute(range_key=True)      # <ISO time>#<ref>#<kind>: sorts by time, unique per movement
+    amount = DecimalAttribute()
+    entry_kind = UnicodeAttribute()                 # opening, topup, call, commission, adjustment
+    ref = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+
+
+class CdrItem(Model):
+    """One row per level per call: each level sees the call at its own buy and sell price."""
+    class Meta(_Meta):
+        table_name = table_name("cdrs")
+    account_id = UnicodeAttribute(hash_key=True)
+    cdr_id = UnicodeAttribute(range_key=True)        # <ISO time>#<call_id>
+    call_id = UnicodeAttribute()
+    client_id = UnicodeAttribute()
+    role = UnicodeAttribute()
+    destination = UnicodeAttribute()
+    prefix = UnicodeAttribute()
+    destination_name = UnicodeAttribute(default="")
+    disposition = UnicodeAttribute()
+    billsec = NumberAttribute()
+    billed_seconds = NumberAttribute()
+    buy = DecimalAttribute()
+    sell = DecimalAttribute(null=True)
+    commission = DecimalAttribute(default=Decimal)
+    profit = DecimalAttribute(null=True)
+    over_max = BooleanAttribute(default=False)
+    started_at = NumberAttribute()
+
+
+ALL_MODELS = (CoreItem, LedgerEntryItem, CdrItem)
+
+
+def create_tables() -> None:
+    for model in ALL_MODELS:
+        if not model.exists():
+            model.create_table(wait=True)

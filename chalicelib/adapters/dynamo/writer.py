@@ -1,0 +1,68 @@
+"""Writes accounts, tariffs, identities and keys (the seed loader; later the portal)."""
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Dict, Iterable, List
+
+from chalicelib.domain.accounts import POSTPAID, Account
+from chalicelib.domain.tariffs import Rate, Tariff, group_of
+from chalicelib.services.records import Route
+from chalicelib.services.seed import Seed
+from chalicelib.services.switch_keys import key_hash
+
+from .models import AccountItem, IdentityItem, LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem
+from .store import account_key, identity_key, rate_group_key, switch_key_key, tariff_key
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def account_item(a: Account) -> AccountItem:
+    credit = a.credit_limit if a.billing_type == POSTPAID else 0
+    settings = None
+    if a.settings is not None:
+        s = a.settings
+        settings = {"max_depth": s.max_depth, "max_duration": s.max_duration, "hold_grace": s.hold_grace,
+                    "billing_mode": s.billing_mode, "dial_plan": s.dial_plan.to_dict()}
+    return AccountItem(
+        *account_key(a.id), id=a.id, role=a.role, parent_id=a.parent_id, tariff_id=a.tariff_id, name=a.name,
+        status=a.status, billing_type=a.billing_type, billing_mode=a.billing_mode, balance=a.balance,
+        credit_limit=a.credit_limit, held=a.held, available=a.balance + credit - a.held,
+        active_calls=a.active_calls, max_calls=a.max_calls, cps_limit=a.cps_limit, daily_limit=a.daily_limit,
+        monthly_limit=a.monthly_limit, allow_loss=a.allow_loss, reseller_model=a.reseller_model,
+        commission_percent=a.commission_percent, currency=a.currency, settings=settings,
+    )
+
+
+def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
+    groups: Dict[str, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for rate in rates:
+        groups[group_of(rate.prefix)][rate.prefix].append(rate.to_dict())
+    items = [TariffItem(*tariff_key(tariff.id), id=tariff.id, owner=tariff.owner, tariff_kind=tariff.kind,
+                        name=tariff.name, markup_fixed=tariff.markup_fixed, markup_percent=tariff.markup_percent,
+                        increments=list(tariff.increments) if tariff.increments else None)]
+    for group, book in groups.items():
+        items.append(RateGroupItem(*rate_group_key(tariff.id, group), tariff_id=tariff.id, rates=dict(book)))
+    return items
+
+
+def write_seed(seed: Seed) -> None:
+    stamp = now_iso()
+    with AccountItem.batch_write() as batch:
+        for tariff in seed.tariffs:
+            for item in tariff_items(tariff, seed.rates.get(tariff.id, [])):
+                batch.save(item)
+        for account in seed.accounts:
+            batch.save(account_item(account))
+        for name, client_id in seed.identities.items():
+            route = Route.of_chain(seed.chain_of(client_id))
+            batch.save(IdentityItem(*identity_key(name), name=name, client_id=client_id, route=route.to_dict()))
+        for key in seed.switch_keys:
+            batch.save(SwitchKeyItem(*switch_key_key(key_hash(key["key"])), key_id=key["id"],
+                                     name=key.get("name", ""), status="active", created_at=stamp))
+    with LedgerEntryItem.batch_write() as batch:
+        for account in seed.accounts:
+            if account.balance:
+                batch.save(LedgerEntryItem(account.id, f"{stamp}#seed#opening", amount=account.balance,
+                                           entry_kind="opening", ref="seed", created_at=stamp,
+                                           description="opening balance from seed"))

@@ -1,0 +1,12 @@
+"""Scheduled release of holds whose completion never came."""
+from chalice import Blueprint, Rate
+
+from chalicelib.services.sweep_holds import sweep_expired_holds
+
+sweeper_bp = Blueprint(__name__)
+
+
+@sweeper_bp.schedule(Rate(1, unit=Rate.MINUTES), name="sweeper")
+def sweep(event):
+    from chalicelib.entrypoints.switch_http import store
+    return {"released": sweep_expired_holds(store())}

@@ -1,0 +1,51 @@
+"""Switch-facing routes, and the same API as a dedicated Lambda for a function URL.
+
+The Lambda is imported without app.py (a blueprint lambda_function), so this module must stay light:
+the domain, its services, the DynamoDB adapter and the powertools Logger, nothing else.
+"""
+from aws_lambda_powertools import Logger
+from chalice import Blueprint, Response
+
+from . import switch_http
+
+logger = Logger(service="cascade-switch")
+switch_bp = Blueprint(__name__)
+
+
+def _response(result) -> Response:
+    status, body = result
+    return Response(body=switch_http.dumps(body), status_code=status, headers={"Content-Type": "application/json"})
+
+
+@switch_bp.route("/authorize", methods=["POST"], content_types=["application/json"])
+def authorize_route():
+    request = switch_bp.current_request
+    return _response(switch_http.authorize(request.headers, request.raw_body))
+
+
+@switch_bp.route("/calls/{call_id}/complete", methods=["POST"], content_types=["application/json"])
+def complete_route(call_id):
+    request = switch_bp.current_request
+    return _response(switch_http.complete(request.headers, call_id, request.raw_body))
+
+
+@switch_bp.lambda_function(name="switch")
+def switch_function(event, context):
+    """Lambda function URL (payload 2.0): POST /authorize and POST /calls/{call_id}/complete."""
+    import base64
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        body = base64.b64decode(body)
+    path = event.get("rawPath") or ""
+    method = event.get("requestContext", {}).get("http", {}).get("method", "POST")
+    headers = event.get("headers") or {}
+    if method != "POST":
+        status, payload = 405, {"error": "method_not_allowed", "message": "POST only"}
+    elif path == "/authorize":
+        status, payload = switch_http.authorize(headers, body)
+    elif path.startswith("/calls/") and path.endswith("/complete"):
+        status, payload = switch_http.complete(headers, path[len("/calls/"):-len("/complete")], body)
+    else:
+        status, payload = 404, {"error": "not_found", "message": f"no route {path}"}
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
+            "body": switch_http.dumps(payload)}

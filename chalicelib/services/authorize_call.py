@@ -1,0 +1,111 @@
+"""Authorize a call: one read of the caller, one of its whole chain, one transaction of holds."""
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from chalicelib.domain import authorization as authz
+from chalicelib.domain.accounts import InvalidTree, check_chain
+from chalicelib.domain.authorization import Denial, Grant, decide, price_chain
+from chalicelib.domain.numbers import DialPlan, InvalidNumber, normalize
+
+from .ports import BalanceStore, Directory, DuplicateCall, Refused, StoreBusy
+from .records import HELD, CallRecord, Route
+
+log = logging.getLogger("cascade.authorize")
+
+MAX_ATTEMPTS = 4     # a refused hold is re-read and re-decided at most this often
+
+
+class Unauthorized(Exception):
+    """Missing, unknown or revoked switch key."""
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    account: str
+    destination: str
+    call_id: str
+    caller_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int          # 200 granted, 402 funds, 403 any other refusal
+    body: dict
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deny(reason: str, account_id: Optional[str] = None) -> Answer:
+    status = 402 if reason == authz.INSUFFICIENT_FUNDS else 403
+    return Answer(status, {"authorized": False, "reason": reason})
+
+
+def authorize_call(store: "Directory and BalanceStore", request: AuthorizeRequest, key_hash: str,
+                   clock: Callable[[], float] = time.time) -> Answer:
+    found = store.lookup(request.account, key_hash)
+    if not found.key_active:
+        raise Unauthorized()
+    if found.route is None:
+        return deny(authz.ACCOUNT_UNKNOWN)
+    route, refreshed = found.route, False
+    for attempt in range(MAX_ATTEMPTS):
+        now = int(clock())
+        try:
+            number = normalize(request.destination, DialPlan.from_dict(route.dial_plan))
+        except InvalidNumber:
+            return deny(authz.INVALID_DESTINATION)
+        snap = store.load(route, number, request.call_id, now)
+        if snap.call is not None:
+            return Answer(200, snap.call.answer)
+        if not route.matches(snap.accounts):
+            if refreshed:
+                raise StoreBusy("the account tree changed while authorizing")
+            fresh = store.resolve_route(route.client_id)
+            if fresh is None:
+                return deny(authz.ACCOUNT_UNKNOWN)
+            route, refreshed = fresh, True
+            continue
+        chain = [snap.accounts[h.account_id] for h in route.hops]
+        try:
+            settings = check_chain(chain)
+        except InvalidTree as exc:
+            log.error("call %s: broken account tree: %s", request.call_id, exc)
+            return deny(authz.ACCOUNT_UNKNOWN)
+        rates = price_chain(chain, snap.tariffs, snap.books, number, iso(now))
+        decision = decide(chain, rates, snap.usage, settings)
+        if isinstance(decision, Denial):
+            log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
+            return deny(decision.reason, decision.account_id)
+        call = _call_record(request, route, number, decision, now, settings.hold_grace)
+        try:
+            store.place_holds(call, (found.identity, route) if refreshed else None)
+        except DuplicateCall:
+            existing, _ = store.find_call(request.call_id, None)
+            return Answer(200, existing.answer)
+        except Refused as refusal:
+            log.info("call %s: %s (attempt %d), re-reading", request.call_id, refusal, attempt + 1)
+            continue
+        return Answer(200, call.answer)
+    raise StoreBusy(f"holds for call {request.call_id} kept being refused")
+
+
+def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Grant, now: int,
+                 grace: int) -> CallRecord:
+    rate = grant.client_rate
+    answer = {
+        "authorized": True, "max_duration": grant.max_duration, "call_id": request.call_id,
+        "number": number, "prefix": rate.prefix, "destination": rate.name,
+        "rate": str(rate.price), "connect_fee": str(rate.connect_fee),
+        "increments": [rate.initial, rate.subsequent],
+    }
+    return CallRecord(
+        call_id=request.call_id, status=HELD, account=request.account, client_id=route.client_id,
+        destination=request.destination, number=number, caller_id=request.caller_id, authorized_at=now,
+        max_duration=grant.max_duration, expires_at=now + grant.max_duration + grace,
+        levels=grant.levels, answer=answer,
+    )

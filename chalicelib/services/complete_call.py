@@ -1,0 +1,43 @@
+"""Bill a finished call at every level, exactly once."""
+import logging
+import time
+from typing import Callable
+
+from chalicelib.domain.settlement import settle
+
+from .authorize_call import Unauthorized
+from .ports import AlreadySettled, BalanceStore, Directory
+from .records import DONE, HELD
+
+log = logging.getLogger("cascade.complete")
+
+
+class UnknownCall(Exception):
+    pass
+
+
+def complete_call(store: "Directory and BalanceStore", call_id: str, billsec: int, disposition: str,
+                  key_hash: str, clock: Callable[[], float] = time.time) -> dict:
+    call, key_active = store.find_call(call_id, key_hash)
+    if not key_active:
+        raise Unauthorized()
+    if call is None:
+        raise UnknownCall(call_id)
+    if call.status == DONE:
+        return call.result
+    charges = settle(call.levels, billsec, disposition, hold_released=call.status == HELD)
+    over_max = billsec > call.max_duration
+    if over_max:
+        log.warning("call %s: billsec %d over the granted %d", call_id, billsec, call.max_duration)
+    result = {
+        "call_id": call_id, "billsec": billsec, "disposition": disposition,
+        "charged": str(charges[0].cost), "over_max": over_max,
+        "late": call.status != HELD,
+        "levels": [c.to_dict() for c in charges],
+    }
+    try:
+        store.settle(call, charges, billsec, disposition, result, int(clock()))
+    except AlreadySettled:
+        winner, _ = store.find_call(call_id, None)
+        return winner.result
+    return result

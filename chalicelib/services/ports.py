@@ -1,0 +1,41 @@
+"""What the services need from storage. The DynamoDB adapter implements both; the balance half is a
+port of its own because how hot resellers are held is expected to change."""
+from typing import Iterable, List, Optional, Protocol, Tuple
+
+from chalicelib.domain.settlement import LevelCharge
+
+from .records import CallRecord, Lookup, Route, Snapshot
+
+
+class Refused(Exception):
+    """The store refused a hold: ``account_id`` failed its condition (funds, status, a limit)."""
+    def __init__(self, account_id: Optional[str], what: str):
+        super().__init__(f"{what} refused at {account_id}")
+        self.account_id, self.what = account_id, what
+
+
+class DuplicateCall(Exception):
+    """The call id already has a record: the first answer stands."""
+
+
+class AlreadySettled(Exception):
+    """Another completion of this call won the race."""
+
+
+class StoreBusy(Exception):
+    """Conflicts or throttling outlasted the retry budget."""
+
+
+class Directory(Protocol):
+    def lookup(self, account_ref: str, key_hash: str) -> Lookup: ...
+    def resolve_route(self, client_id: str) -> Optional[Route]: ...
+    def load(self, route: Route, number: str, call_id: str, now: int) -> Snapshot: ...
+    def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], bool]: ...
+    def expired_calls(self, now: int) -> Iterable[CallRecord]: ...
+
+
+class BalanceStore(Protocol):
+    def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None: ...
+    def settle(self, call: CallRecord, charges: List[LevelCharge], billsec: int, disposition: str,
+               result: dict, now: int) -> None: ...
+    def release(self, call: CallRecord, now: int) -> bool: ...

@@ -1,0 +1,88 @@
+"""Plain records the services exchange with their ports (no I/O here)."""
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from chalicelib.domain.accounts import Account, TreeSettings
+from chalicelib.domain.authorization import Level, Usage
+from chalicelib.domain.tariffs import RateBook, Tariff
+
+HELD, EXPIRED, DONE = "held", "expired", "done"
+
+
+@dataclass(frozen=True)
+class RouteHop:
+    account_id: str
+    tariff_id: Optional[str]
+    limits: str = ""            # "c" cps, "d" daily, "m" monthly: which usage counters to read
+
+
+@dataclass(frozen=True)
+class Route:
+    """A caller's chain as last seen (client first, root last), cached on its identity so authorize can
+    read accounts and rates in one round trip. Never trusted: ``matches`` checks it against the
+    accounts read with it."""
+    client_id: str
+    hops: Tuple[RouteHop, ...]
+    dial_plan: Mapping = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"chain": [[h.account_id, h.tariff_id, h.limits] for h in self.hops], "dial_plan": dict(self.dial_plan)}
+
+    @classmethod
+    def from_dict(cls, client_id: str, data: Mapping) -> "Route":
+        return cls(client_id, tuple(RouteHop(a, t, l) for a, t, l in data["chain"]), dict(data.get("dial_plan") or {}))
+
+    @classmethod
+    def of_chain(cls, chain: List[Account]) -> "Route":
+        settings = chain[-1].settings or TreeSettings()
+        return cls(chain[0].id, tuple(RouteHop(a.id, a.tariff_id, limit_flags(a)) for a in chain),
+                   settings.dial_plan.to_dict())
+
+    def matches(self, accounts: Mapping[str, Account]) -> bool:
+        chain = [accounts.get(h.account_id) for h in self.hops]
+        if any(a is None for a in chain):
+            return False
+        try:
+            return Route.of_chain(chain) == self and chain[-1].parent_id is None
+        except AttributeError:
+            return False
+
+
+def limit_flags(account: Account) -> str:
+    return ("c" if account.cps_limit is not None else "") + ("d" if account.daily_limit is not None else "") \
+        + ("m" if account.monthly_limit is not None else "")
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    status: str
+    account: str                 # what the switch sent
+    client_id: str
+    destination: str             # as dialled
+    number: str                  # normalized
+    authorized_at: int
+    max_duration: int
+    expires_at: int
+    levels: List[Level]
+    answer: dict
+    caller_id: Optional[str] = None
+    result: Optional[dict] = None
+
+
+@dataclass
+class Snapshot:
+    """Everything authorize reads in its second round trip."""
+    accounts: Dict[str, Account]
+    tariffs: Dict[str, Tariff]
+    books: Dict[str, Dict[str, list]]
+    usage: Dict[str, Usage]
+    call: Optional[CallRecord] = None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    key_active: bool
+    route: Optional[Route]
+    identity: Optional[str] = None

@@ -1,0 +1,135 @@
+"""The seed file: a JSON description of one account tree (format in docs/seed-format.md).
+
+Parsing is pure and validates everything before anything is written, naming the offending field.
+"""
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Dict, List, Optional
+
+from chalicelib.domain import accounts as acc
+from chalicelib.domain.accounts import Account, TreeSettings, check_chain
+from chalicelib.domain.money import ZERO, NotMoney, money
+from chalicelib.domain.tariffs import InvalidRate, Rate, Tariff
+
+
+class InvalidSeed(ValueError):
+    def __init__(self, field_path: str, message: str):
+        super().__init__(f"{field_path}: {message}")
+        self.field = field_path
+
+
+@dataclass
+class Seed:
+    settings: TreeSettings
+    accounts: List[Account]                  # parents before children
+    tariffs: List[Tariff]
+    rates: Dict[str, List[Rate]]             # tariff id -> rates (versions allowed)
+    identities: Dict[str, str]               # SIP username or client id -> client id
+    switch_keys: List[dict]                  # {"id", "name", "key"}
+
+    def chain_of(self, client_id: str) -> List[Account]:
+        by_id = {a.id: a for a in self.accounts}
+        chain = [by_id[client_id]]
+        while chain[-1].parent_id:
+            chain.append(by_id[chain[-1].parent_id])
+        return chain
+
+
+def _opt_money(data: dict, key: str, where: str) -> Optional[Decimal]:
+    if data.get(key) is None:
+        return None
+    try:
+        return money(data[key])
+    except NotMoney as exc:
+        raise InvalidSeed(f"{where}.{key}", str(exc)) from exc
+
+
+def _choice(data: dict, key: str, allowed, default, where: str):
+    value = data.get(key, default)
+    if value is not None and value not in allowed:
+        raise InvalidSeed(f"{where}.{key}", f"must be one of {', '.join(allowed)}")
+    return value
+
+
+def parse_seed(text: str) -> Seed:
+    try:
+        data = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise InvalidSeed("$", f"not JSON: {exc}") from exc
+    settings = TreeSettings.from_dict(data.get("settings"))
+    tariffs, rates = [], {}
+    for i, t in enumerate(data.get("tariffs", [])):
+        where = f"tariffs[{i}]"
+        for key in ("id", "owner"):
+            if not t.get(key):
+                raise InvalidSeed(f"{where}.{key}", "is required")
+        try:
+            tariffs.append(Tariff(
+                id=t["id"], owner=t["owner"], kind=t.get("kind", "table"), name=t.get("name", ""),
+                markup_fixed=money(t.get("markup_fixed", "0")), markup_percent=money(t.get("markup_percent", "0")),
+                increments=tuple(t["increments"]) if t.get("increments") else None))
+            rates[t["id"]] = [Rate.from_dict(r) for r in t.get("rates", [])]
+        except InvalidRate as exc:
+            raise InvalidSeed(f"{where}.{exc.field}", str(exc)) from exc
+        except NotMoney as exc:
+            raise InvalidSeed(where, str(exc)) from exc
+    tariff_ids = {t.id for t in tariffs}
+
+    accounts: List[Account] = []
+    identities: Dict[str, str] = {}
+    seen: Dict[str, Account] = {}
+    for i, a in enumerate(data.get("accounts", [])):
+        where = f"accounts[{i}]"
+        if not a.get("id"):
+            raise InvalidSeed(f"{where}.id", "is required")
+        role = _choice(a, "role", acc.ROLES, None, where)
+        if role is None:
+            raise InvalidSeed(f"{where}.role", "is required")
+        parent = a.get("parent")
+        if role == acc.ADMIN and parent:
+            raise InvalidSeed(f"{where}.parent", "the admin is the root and has no parent")
+        if role != acc.ADMIN and parent not in seen:
+            raise InvalidSeed(f"{where}.parent", f"{parent!r} is not an account listed before this one")
+        if a["id"] in seen:
+            raise InvalidSeed(f"{where}.id", f"{a['id']!r} is listed twice")
+        tariff = a.get("tariff")
+        if tariff is not None and tariff not in tariff_ids:
+            raise InvalidSeed(f"{where}.tariff", f"no tariff {tariff!r}")
+        account = Account(
+            id=a["id"], role=role, parent_id=parent, tariff_id=tariff, name=a.get("name", ""),
+            status=_choice(a, "status", acc.STATUSES, acc.ACTIVE, where),
+            billing_type=_choice(a, "billing_type", acc.BILLING_TYPES, acc.PREPAID, where),
+            billing_mode=_choice(a, "billing_mode", acc.BILLING_MODES, None, where),
+            balance=_opt_money(a, "balance", where) or ZERO,
+            credit_limit=_opt_money(a, "credit_limit", where) or ZERO,
+            max_calls=a.get("max_calls"), cps_limit=a.get("cps_limit"),
+            daily_limit=_opt_money(a, "daily_limit", where), monthly_limit=_opt_money(a, "monthly_limit", where),
+            allow_loss=bool(a.get("allow_loss", False)),
+            reseller_model=_choice(a, "reseller_model", acc.RESELLER_MODELS, acc.MARGIN, where),
+            commission_percent=_opt_money(a, "commission_percent", where) or ZERO,
+            currency=a.get("currency", "USD"),
+            settings=settings if role == acc.ADMIN else None,
+        )
+        seen[account.id] = account
+        accounts.append(account)
+        if role == acc.CLIENT:
+            for name in [account.id] + list(a.get("sip_users", [])):
+                if name in identities:
+                    raise InvalidSeed(f"{where}.sip_users", f"{name!r} is already taken")
+                identities[name] = account.id
+    roots = [a for a in accounts if a.role == acc.ADMIN]
+    if len(roots) != 1:
+        raise InvalidSeed("accounts", "exactly one admin (the root) is required")
+    if len({a.currency for a in accounts}) > 1:
+        raise InvalidSeed("accounts", "one currency per tree")
+    seed = Seed(settings, accounts, tariffs, rates, identities, list(data.get("switch_keys", [])))
+    for client_id in set(identities.values()):
+        try:
+            check_chain(seed.chain_of(client_id))
+        except acc.InvalidTree as exc:
+            raise InvalidSeed(f"accounts[{client_id}]", str(exc)) from exc
+    for i, k in enumerate(seed.switch_keys):
+        if not k.get("key") or not k.get("id"):
+            raise InvalidSeed(f"switch_keys[{i}]", "id and key are required")
+    return seed

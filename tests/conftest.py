@@ -1,0 +1,56 @@
+"""Shared fixtures: moto (with one global lock, which models DynamoDB's per-request atomicity; moto
+alone is not atomic under concurrency) and a seeded Cascade."""
+import json
+import os
+import pathlib
+import threading
+
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true", "CASCADE_TABLE_PREFIX": "test-",
+    "CASCADE_KEY_PEPPER": "test-pepper",
+})
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import pytest
+from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEMO_KEY = "csk_demo_local_only_not_for_production"
+
+_moto_lock = threading.RLock()
+_original = BotocoreStubber.process_request
+
+
+def _atomic_process_request(self, *args, **kwargs):
+    with _moto_lock:
+        return _original(self, *args, **kwargs)
+
+
+BotocoreStubber.process_request = _atomic_process_request
+
+
+def demo_seed() -> dict:
+    return json.loads((ROOT / "demo" / "seed.json").read_text())
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        from chalicelib.adapters.dynamo.models import create_tables
+        create_tables()
+        yield
+
+
+def load(seed: dict) -> None:
+    from chalicelib.adapters.dynamo.writer import write_seed
+    from chalicelib.services.seed import parse_seed
+    write_seed(parse_seed(json.dumps(seed)))
+
+
+@pytest.fixture
+def demo(aws):
+    load(demo_seed())
+    return demo_seed()
