@@ -123,6 +123,31 @@ def with_retries(operation, what: str, attempts: int = 6, base: float = 0.02, ca
     raise StoreBusy(what)
 
 
+class Labelled:
+    """Remembers what each transaction item is, in the order PynamoDB sends them (condition checks,
+    deletes, puts, then updates), so a cancellation reason can be traced to its item."""
+
+    def __init__(self, tx: TransactWrite):
+        self.tx, self._puts, self._updates = tx, [], []
+
+    def save(self, label, model, condition=None):
+        self.tx.save(model, condition=condition)
+        self._puts.append(label)
+
+    def update(self, label, model, actions, condition=None):
+        self.tx.update(model, actions, condition=condition)
+        self._updates.append(label)
+
+    @property
+    def labels(self) -> list:
+        return self._puts + self._updates
+
+
+def refused_labels(exc: TransactWriteError, labels: list) -> list:
+    return [labels[i] for i, r in enumerate(exc.cancellation_reasons or [])
+            if r is not None and r.code == "ConditionalCheckFailed" and i < len(labels)]
+
+
 class DynamoStore:
     """Implements services.ports.Directory and BalanceStore."""
 
@@ -217,34 +242,31 @@ class DynamoStore:
     # --- money-moving writes ------------------------------------------------------------------
 
     def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None:
-        labels: List[Tuple[str, Optional[str]]] = []
+        sent = Labelled(None)
 
         def run():
-            labels.clear()
+            nonlocal sent
             with self._tx() as tx:
+                sent = Labelled(tx)
                 for level in call.levels:
                     if not level.charged:
                         continue
-                    self._hold_level(tx, level, call.authorized_at)
-                    labels.append(("hold", level.account_id))
+                    self._hold_level(sent, level)
                     if level.cps_limit is not None:
                         counter = CounterItem(*cps_key(level.account_id, call.authorized_at))
-                        tx.update(counter, [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
-                                            CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
-                                  condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
-                        labels.append(("cps", level.account_id))
-                tx.save(self._call_item(call), condition=CallItem.pk.does_not_exist())
-                labels.append(("call", None))
+                        sent.update(("cps", level.account_id), counter,
+                                    [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
+                                     CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
+                                    condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
+                sent.save(("call", None), self._call_item(call), condition=CallItem.pk.does_not_exist())
                 if refresh is not None:
                     name, route = refresh
-                    tx.update(IdentityItem(*identity_key(name)), [IdentityItem.route.set(route.to_dict())],
-                              condition=IdentityItem.pk.exists())
-                    labels.append(("identity", name))
+                    sent.update(("identity", name), IdentityItem(*identity_key(name)),
+                                [IdentityItem.route.set(route.to_dict())], condition=IdentityItem.pk.exists())
         try:
             with_retries(run, f"hold {call.call_id}")
         except TransactWriteError as exc:
-            refused = [labels[i] for i, r in enumerate(exc.cancellation_reasons or [])
-                       if r is not None and r.code == "ConditionalCheckFailed" and i < len(labels)]
+            refused = refused_labels(exc, sent.labels)
             if ("call", None) in refused:
                 raise DuplicateCall(call.call_id) from exc
             if refused:
@@ -254,7 +276,7 @@ class DynamoStore:
             raise StoreBusy(str(exc)) from exc
 
     @staticmethod
-    def _hold_level(tx: TransactWrite, level: Level, now: int) -> None:
+    def _hold_level(sent: Labelled, level: Level) -> None:
         # Timeline of one level's item during a call (all in the authorize transaction):
         #   authorize: held += hold, available -= hold, active_calls += 1
         #              only if status = active AND available >= hold AND active_calls < max_calls
@@ -268,7 +290,8 @@ class DynamoStore:
             condition &= AccountItem.available >= floor_need
         if level.max_calls is not None:
             condition &= AccountItem.active_calls < AccountItem.max_calls
-        tx.update(AccountItem(*account_key(level.account_id)), actions, condition=condition)
+        sent.update(("hold", level.account_id), AccountItem(*account_key(level.account_id)), actions,
+                    condition=condition)
 
     @staticmethod
     def _call_item(call: CallRecord) -> CallItem:

@@ -1,0 +1,122 @@
+"""`make run`: Cascade on the embedded local stack.
+
+moto in server mode stands in for DynamoDB, behind one lock so each request is atomic as on AWS (moto
+alone is not). `chalice local` serves the API against it; a thread runs the hold sweeper every minute
+(chalice local does not run schedules). Ctrl-C stops everything.
+"""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MOTO_PORT = int(os.environ.get("MOTO_PORT", "8766"))
+API_PORT = int(os.environ.get("PORT", "8000"))
+SEED = pathlib.Path(os.environ.get("SEED") or ROOT / "demo" / "seed.json")
+
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+    "CASCADE_TABLE_PREFIX": os.environ.get("CASCADE_TABLE_PREFIX", "cascade-local-"),
+    # Local only: deployed stages read the pepper from Secrets Manager.
+    "CASCADE_KEY_PEPPER": os.environ.get("CASCADE_KEY_PEPPER", "local-development-pepper"),
+})
+sys.path.insert(0, str(ROOT))
+
+
+class OneAtATime:
+    """WSGI middleware: serve one AWS request at a time, body included (DynamoDB's per-request
+    atomicity; see FACTS: moto's update_item and transactions race otherwise)."""
+
+    def __init__(self, app):
+        self.app, self.lock = app, threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
+def start_moto():
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args, **kwargs):
+            pass
+    server = make_server("127.0.0.1", MOTO_PORT, OneAtATime(DomainDispatcherApplication(create_backend_app)),
+                         threaded=True, request_handler=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
+    return server
+
+
+def sweeper_loop(stop: threading.Event):
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.services.sweep_holds import sweep_expired_holds
+    store = DynamoStore()
+    while not stop.wait(60):
+        try:
+            released = sweep_expired_holds(store)
+            if released:
+                print(f"[sweeper] released {released} expired hold(s)", flush=True)
+        except Exception as exc:   # keep the local stack alive; the next minute retries
+            print(f"[sweeper] {exc!r}", flush=True)
+
+
+def wait_for(url: str, seconds: float = 30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up in {seconds:.0f}s")
+
+
+def main():
+    from chalicelib.adapters.dynamo.models import create_tables
+    from chalicelib.adapters.dynamo.writer import write_seed
+    from chalicelib.services.seed import parse_seed
+
+    start_moto()
+    create_tables()
+    seed = parse_seed(SEED.read_text())
+    write_seed(seed)
+    chalice = subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "chalice"), "local", "--no-autoreload", "--host", "127.0.0.1",
+         "--port", str(API_PORT), "--stage", "dev"], cwd=ROOT)
+    stop = threading.Event()
+
+    def shutdown(*_):
+        stop.set()
+        chalice.terminate()
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+
+    base = f"http://127.0.0.1:{API_PORT}"
+    wait_for(base + "/health")
+    threading.Thread(target=sweeper_loop, args=(stop,), daemon=True).start()
+    key = seed.switch_keys[0]["key"] if seed.switch_keys else "<no key in seed>"
+    sip = next(iter(n for n, c in seed.identities.items() if n != c), next(iter(seed.identities), "1001"))
+    body = json.dumps({"account": sip, "destination": "15551230001", "call_id": "demo-1@local"})
+    print(f"""
+Cascade is running on the local stack (seed: {SEED})
+  base URL        {base}
+  switch API key  {key}
+  authorize       curl -s -X POST {base}/authorize -H 'X-Api-Key: {key}' -H 'Content-Type: application/json' -d '{body}'
+  complete        curl -s -X POST {base}/calls/demo-1%40local/complete -H 'X-Api-Key: {key}' -H 'Content-Type: application/json' -d '{{"billsec": 42, "disposition": "ANSWERED"}}'
+  DynamoDB (moto) {os.environ['AWS_ENDPOINT_URL']}   tables prefixed {os.environ['CASCADE_TABLE_PREFIX']}
+READY""", flush=True)
+    code = chalice.wait()
+    stop.set()
+    sys.exit(0 if stop.is_set() else code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Small helpers shared by the integration tests: post to the switch API, read the tables back, and
+check the money invariant every test ends with. Money is Decimal only, never float."""
+import json
+from decimal import Decimal
+from typing import Iterable, List
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import DEMO_KEY
+
+JSON = "application/json"
+
+
+def headers(key=DEMO_KEY) -> dict:
+    h = {"Content-Type": JSON}
+    if key is not None:
+        h["X-Api-Key"] = key
+    return h
+
+
+def body_of(response) -> dict:
+    return json.loads(response.body, parse_float=Decimal)
+
+
+def post_authorize(client, account, destination, call_id, key=DEMO_KEY):
+    payload = {"account": account, "destination": destination, "call_id": call_id}
+    return client.http.post("/authorize", headers=headers(key), body=json.dumps(payload))
+
+
+def post_complete(client, call_id, billsec, disposition, key=DEMO_KEY):
+    return client.http.post(f"/calls/{quote(call_id, safe='')}/complete", headers=headers(key),
+                            body=json.dumps({"billsec": billsec, "disposition": disposition}))
+
+
+def account(account_id: str):
+    from chalicelib.adapters.dynamo.models import AccountItem
+    return AccountItem.get("ACC#" + account_id, "#")
+
+
+def call_item(call_id: str):
+    from chalicelib.adapters.dynamo.models import CallItem
+    return CallItem.get("CALL#" + call_id, "#")
+
+
+def ledger(account_id: str) -> List:
+    from chalicelib.adapters.dynamo.models import LedgerEntryItem
+    return list(LedgerEntryItem.query(account_id))
+
+
+def call_entries(account_id: str) -> List:
+    """Ledger entries other than the seed's opening balance."""
+    return [e for e in ledger(account_id) if e.entry_kind != "opening"]
+
+
+def cdrs(account_id: str) -> List:
+    from chalicelib.adapters.dynamo.models import CdrItem
+    return list(CdrItem.query(account_id))
+
+
+def money_snapshot(account_ids: Iterable[str]) -> dict:
+    """(balance, held, available, active_calls) per account, to compare before/after."""
+    out = {}
+    for a in account_ids:
+        item = account(a)
+        out[a] = (item.balance, item.held, item.available, int(item.active_calls or 0))
+    return out
+
+
+def assert_ledger_invariant(account_ids: Iterable[str]) -> None:
+    for account_id in account_ids:
+        item = account(account_id)
+        entries = ledger(account_id)
+        for e in entries:
+            assert isinstance(e.amount, Decimal), (account_id, e.entry_id, type(e.amount))
+        assert isinstance(item.balance, Decimal) and isinstance(item.held, Decimal)
+        total = sum((e.amount for e in entries), Decimal("0"))
+        assert item.balance == total, f"{account_id}: balance {item.balance} != ledger sum {total}"
+        credit = item.credit_limit if item.billing_type == "postpaid" else Decimal("0")
+        assert item.available == item.balance + credit - item.held, \
+            f"{account_id}: available {item.available} != {item.balance} + {credit} - {item.held}"
+        assert item.held >= 0, f"{account_id}: held {item.held} < 0"
+        assert int(item.active_calls or 0) >= 0, f"{account_id}: active_calls {item.active_calls} < 0"
+
+
+# --- seed editing (always on a fresh copy from demo_seed()) -------------------------------------
+
+def seed_account(seed: dict, account_id: str) -> dict:
+    return next(a for a in seed["accounts"] if a["id"] == account_id)
+
+
+def seed_rate(seed: dict, tariff_id: str, prefix: str) -> dict:
+    tariff = next(t for t in seed["tariffs"] if t["id"] == tariff_id)
+    return next(r for r in tariff["rates"] if r["prefix"] == prefix)
+
+
+DEMO_CHAIN = ("acme", "cumulus", "borealis", "atlas", "admin")
+ALL_DEMO = ("admin", "atlas", "borealis", "cumulus", "acme", "shortly", "delta", "echo")
+
+
+@pytest.fixture
+def client(aws):
+    """A Chalice test client over moto (tables created, nothing seeded: tests load their own seed)."""
+    from chalice.test import Client
+    from app import app
+    with Client(app) as c:
+        yield c
