@@ -21,11 +21,13 @@ def money(value) -> Decimal:
         raise NotMoney(f"refusing {type(value).__name__} {value!r} as money")
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value))
+        if not amount.is_finite():
+            raise NotMoney(f"{value!r} is not a finite amount")
+        return quantize(amount)
     except (InvalidOperation, ValueError) as exc:
-        raise NotMoney(f"{value!r} is not an amount") from exc
-    if not amount.is_finite():
-        raise NotMoney(f"{value!r} is not a finite amount")
-    return quantize(amount)
+        if isinstance(exc, NotMoney):
+            raise
+        raise NotMoney(f"{value!r} is not an amount (or too large)") from exc
 
 
 def quantize(amount: Decimal) -> Decimal:

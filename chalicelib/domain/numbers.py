@@ -3,7 +3,8 @@
 The rule, in order (documented in docs/switch-api.md):
 1. Drop visual separators (spaces, '-', '.', '(', ')').
 2. A leading '+' means the rest is already international.
-3. A leading international access code of the tree's dial plan ('00', '011' by default) is stripped.
+3. A leading international access code of the tree's dial plan is stripped (default '00' and, for
+   country code 1 only, '011').
 4. Otherwise a leading national (trunk) prefix, when the plan has one (e.g. '0'), is replaced by the
    plan's country code.
 5. Otherwise a number of exactly the plan's national length gets the country code in front
@@ -36,12 +37,18 @@ class DialPlan:
     def from_dict(cls, data: Optional[dict]) -> "DialPlan":
         if not data:
             return cls()
+        country_code = str(data.get("country_code", "1"))
         return cls(
-            country_code=str(data.get("country_code", "1")),
-            international_prefixes=tuple(data.get("international_prefixes", ("00", "011"))),
+            country_code=country_code,
+            international_prefixes=tuple(data.get("international_prefixes", _default_exits(country_code))),
             national_prefix=str(data.get("national_prefix", "")),
             national_length=data.get("national_length", 10),
         )
+
+
+def _default_exits(country_code: str) -> Tuple[str, ...]:
+    # '011' is the exit code only in the NANP; elsewhere it can begin a national number (UK 0113...).
+    return ("00", "011") if country_code == "1" else ("00",)
 
 
 def normalize(dialled: str, plan: DialPlan = DialPlan()) -> str:

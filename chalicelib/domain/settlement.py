@@ -1,7 +1,7 @@
 """Who pays what for a finished call.
 
 Every charged level pays its parent the call's cost at its own frozen rate; a commission reseller is
-credited its commission on that cost. Its profit is what its child paid it, less what it paid, plus any
+credited its commission on that cost by its parent, so the parent's takings are cost - commission. Its profit is what its child paid it, less what it paid, plus any
 commission. The root's cost is the carrier's price, so the operator's profit is known too.
 
 MOR's worked example: provider 0.3, reseller pays 1.2, client pays 2.0 per minute ->
@@ -48,7 +48,8 @@ def settle(levels: Sequence[Level], billsec: int, disposition: str, hold_release
     for i, level in enumerate(levels):
         cost = level.cost(seconds)
         commission = level.commission(cost)
-        sell = charges[i - 1].cost if i > 0 else None
+        # What the child paid this level: its cost less the commission this level credited back.
+        sell = charges[i - 1].cost - charges[i - 1].commission if i > 0 else None
         charges.append(LevelCharge(
             account_id=level.account_id, role=level.role, charged=level.charged, cost=cost,
             commission=commission, net=cost - commission if level.charged else ZERO,

@@ -111,6 +111,11 @@ def parse_seed(text: str) -> Seed:
             currency=a.get("currency", "USD"),
             settings=settings if role == acc.ADMIN else None,
         )
+        if not ZERO <= account.commission_percent < 100:
+            raise InvalidSeed(f"{where}.commission_percent", "must be at least 0 and below 100")
+        for key in ("max_calls", "cps_limit"):
+            if a.get(key) is not None and (isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 0):
+                raise InvalidSeed(f"{where}.{key}", "must be a whole number >= 0")
         seen[account.id] = account
         accounts.append(account)
         if role == acc.CLIENT:

@@ -77,11 +77,6 @@ def test_national_prefix_plan_with_default_access_codes_still_handles_london():
     assert normalize("0044 20 7946 0958", plan) == "442079460958"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG/hazard: DialPlan's default international_prefixes ('00', '011') are kept for a plan with "
-    "national_prefix '0', so UK area codes 0113..0118 (Leeds, Sheffield, Nottingham, Leicester, Bristol, "
-    "Reading) are read as the NANP access code '011': '0113 496 0000' -> '34960000' (Spain) instead of "
-    "'441134960000'. DialPlan.from_dict({'country_code': '44', 'national_prefix': '0'}) does the same."))
 def test_national_prefix_plan_does_not_treat_leeds_0113_as_the_nanp_access_code():
     plan = DialPlan.from_dict({"country_code": "44", "national_prefix": "0"})
     assert normalize("0113 496 0000", plan) == "441134960000"

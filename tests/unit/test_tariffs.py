@@ -186,11 +186,6 @@ def test_rate_from_bad_dict_raises_invalid_rate(data, field):
     assert exc.value.field == field
 
 
-@pytest.mark.xfail(strict=True, raises=ArithmeticError, reason=(
-    "BUG: money() quantizes outside its try block, so an amount whose quantized form needs more than the "
-    "28-digit Decimal context (>= 1e22, e.g. '1e30') raises decimal.InvalidOperation (an ArithmeticError, "
-    "not NotMoney/ValueError); Rate.from_dict({'prefix': '44', 'price': '1e30'}) therefore escapes as "
-    "InvalidOperation instead of InvalidRate (an API would answer 500, not 400)."))
 def test_rate_from_dict_with_an_absurdly_large_price_raises_invalid_rate():
     with pytest.raises(InvalidRate):
         Rate.from_dict({"prefix": "44", "price": "1e30"})

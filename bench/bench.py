@@ -1,0 +1,145 @@
+"""`make bench`: DynamoDB round trips on the switch path, the authorize Lambda's import cost and
+in-process throughput over moto. The last line printed is one JSON object.
+
+Round trips are counted through botocore events registered before any session exists, so every
+PynamoDB call is seen: `before-call` (logical calls) and `response-received` (HTTP attempts).
+"""
+import json
+import os
+import pathlib
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true", "CASCADE_TABLE_PREFIX": "bench-",
+    "CASCADE_KEY_PEPPER": "bench-pepper",
+})
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import botocore.handlers  # noqa: E402
+
+CALLS = []
+botocore.handlers.BUILTIN_HANDLERS.append(
+    ("before-call.dynamodb", lambda model, **kw: CALLS.append(model.name)))
+
+from moto import mock_aws  # noqa: E402
+
+KEY = "csk_bench"
+BIG = 100_000
+
+
+def big_rates(n: int, price: str):
+    """n distinct prefixes shaped like an A-Z deck: country codes with 3-8 digit extensions."""
+    rng = random.Random(7)
+    prefixes = {"1", "1555", "15551", "155512"}
+    while len(prefixes) < n:
+        prefixes.add(str(rng.randint(2, 9)) + str(rng.randint(0, 10 ** rng.randint(2, 6))))
+    return [{"prefix": p, "price": price, "initial": 1, "subsequent": 1} for p in sorted(prefixes)]
+
+
+def chain_seed(resellers: int, tariff_size: int) -> dict:
+    ids = ["admin"] + [f"r{i}" for i in range(resellers)] + ["client"]
+    tariffs, accounts = [], []
+    for depth, account_id in enumerate(ids):
+        price = f"0.{10 + depth:02d}"   # cheaper towards the root, so no level sells at a loss
+        if depth == 0:
+            rates = big_rates(tariff_size, price) if tariff_size else [{"prefix": "1", "price": price}]
+            tariffs.append({"id": "t-admin", "owner": "admin", "rates": rates})
+            accounts.append({"id": "admin", "role": "admin", "tariff": "t-admin"})
+            continue
+        parent = ids[depth - 1]
+        rates = big_rates(tariff_size, price) if tariff_size and account_id == "client" else [{"prefix": "1", "price": price}]
+        tariffs.append({"id": f"t-{account_id}", "owner": parent, "rates": rates})
+        role = "client" if account_id == "client" else "reseller"
+        account = {"id": account_id, "role": role, "parent": parent, "tariff": f"t-{account_id}",
+                   "balance": "100000"}
+        if role == "client":
+            account["sip_users"] = ["5000"]
+        accounts.append(account)
+    return {"settings": {"max_depth": max(resellers, 5)}, "tariffs": tariffs, "accounts": accounts,
+            "switch_keys": [{"id": "bench", "key": KEY}]}
+
+
+def counted(fn):
+    CALLS.clear()
+    result = fn()
+    return result, list(CALLS)
+
+
+def measure_path(resellers: int, tariff_size: int):
+    from chalicelib.adapters.dynamo.models import create_tables, CoreItem, LedgerEntryItem, CdrItem
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.adapters.dynamo.writer import write_seed
+    from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+    from chalicelib.services.complete_call import complete_call
+    from chalicelib.services.seed import parse_seed
+    from chalicelib.services.switch_keys import key_hash
+    for model in (CoreItem, LedgerEntryItem, CdrItem):
+        if model.exists():
+            model.delete_table()
+    create_tables()
+    write_seed(parse_seed(json.dumps(chain_seed(resellers, tariff_size))))
+    store, digest = DynamoStore(), key_hash(KEY)
+    authorize_call(store, AuthorizeRequest("5000", "15551230001", "warm"), digest)   # connection set-up
+    answer, auth_calls = counted(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-1"), digest))
+    assert answer.status == 200, answer.body
+    _, complete_calls = counted(lambda: complete_call(store, "bench-1", 61, "ANSWERED", digest))
+    return store, digest, auth_calls, complete_calls
+
+
+def import_ms(module: str, runs: int = 5) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1000)"
+    samples = [float(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT, text=True))
+               for _ in range(runs)]
+    return statistics.median(samples)
+
+
+def main():
+    report = {}
+    with mock_aws():
+        shapes = {"depth4": (2, 0), "depth4_100k": (2, BIG), "depth8": (6, 0), "depth8_100k": (6, BIG)}
+        # depthN = accounts from client to root: depth4 = client, 2 resellers, admin
+        for name, (resellers, size) in shapes.items():
+            started = time.perf_counter()
+            store, digest, auth, comp = measure_path(resellers, size)
+            print(f"{name:12s} authorize {len(auth)} calls {auth}  complete {len(comp)} calls {comp}"
+                  f"  ({time.perf_counter() - started:.1f}s incl. seeding)", flush=True)
+            report[name] = {"authorize": len(auth), "complete": len(comp)}
+            if name == "depth4":
+                from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+                from chalicelib.services.complete_call import complete_call
+                n = 300
+                started = time.perf_counter()
+                for i in range(n):
+                    assert authorize_call(store, AuthorizeRequest("5000", "15551230001", f"t-{i}"), digest).status == 200
+                auth_rate = n / (time.perf_counter() - started)
+                started = time.perf_counter()
+                for i in range(n):
+                    complete_call(store, f"t-{i}", 30, "ANSWERED", digest)
+                complete_rate = n / (time.perf_counter() - started)
+                print(f"throughput over in-process moto: {auth_rate:.0f} authorizations/s, "
+                      f"{complete_rate:.0f} completions/s ({n} calls each)", flush=True)
+    boto3_ms = import_ms("boto3")
+    authorize_ms = import_ms("chalicelib.entrypoints.switch")
+    print(f"import: boto3 {boto3_ms:.0f} ms, authorize Lambda module {authorize_ms:.0f} ms (median of 5)")
+    print(json.dumps({
+        "authorize_round_trips": report["depth4"]["authorize"],
+        "complete_round_trips": report["depth4"]["complete"],
+        "authorize_round_trips_depth8_100k_prefixes": report["depth8_100k"]["authorize"],
+        "complete_round_trips_depth8_100k_prefixes": report["depth8_100k"]["complete"],
+        "authorize_round_trips_by_shape": {k: v["authorize"] for k, v in report.items()},
+        "complete_round_trips_by_shape": {k: v["complete"] for k, v in report.items()},
+        "authorize_import_ratio": round(authorize_ms / boto3_ms, 3),
+        "authorize_import_ms": round(authorize_ms, 1), "boto3_import_ms": round(boto3_ms, 1),
+        "authorizations_per_s": round(auth_rate, 1), "completions_per_s": round(complete_rate, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
