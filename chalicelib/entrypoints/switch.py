@@ -3,12 +3,18 @@
 The Lambda is imported without app.py (a blueprint lambda_function), so this module must stay light:
 the domain, its services, the DynamoDB adapter and the powertools Logger, nothing else.
 """
+import logging
+
 from aws_lambda_powertools import Logger
 from chalice import Blueprint, Response
 
 from . import switch_http
 
 logger = Logger(service="cascade-switch")
+# The services log through stdlib loggers under "cascade"; give them the powertools JSON handler.
+_cascade_log = logging.getLogger("cascade")
+_cascade_log.handlers, _cascade_log.propagate = list(logger.handlers), False
+_cascade_log.setLevel(logger.log_level)
 switch_bp = Blueprint(__name__)
 
 
@@ -30,6 +36,7 @@ def complete_route(call_id):
 
 
 @switch_bp.lambda_function(name="switch")
+@logger.inject_lambda_context(clear_state=True)
 def switch_function(event, context):
     """Lambda function URL (payload 2.0): POST /authorize and POST /calls/{call_id}/complete."""
     import base64

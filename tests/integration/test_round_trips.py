@@ -1,0 +1,44 @@
+"""The switch path's DynamoDB budget: authorize 3 calls (one of them the transaction), complete 2.
+Counted at PynamoDB's single exit to botocore, so every request is seen."""
+import pytest
+from pynamodb.connection.base import Connection
+
+from chalicelib.adapters.dynamo.models import AccountItem
+from chalicelib.adapters.dynamo.store import DynamoStore
+from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+from chalicelib.services.complete_call import complete_call
+from chalicelib.services.switch_keys import key_hash
+from tests.conftest import DEMO_KEY
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+    original = Connection._make_api_call
+
+    def counting(self, operation_name, *args, **kwargs):
+        seen.append(operation_name)
+        return original(self, operation_name, *args, **kwargs)
+    monkeypatch.setattr(Connection, "_make_api_call", counting)
+    return seen
+
+
+def test_authorize_takes_three_round_trips_and_complete_two(demo, calls):
+    store, digest = DynamoStore(), key_hash(DEMO_KEY)
+    assert authorize_call(store, AuthorizeRequest("1001", "15551230001", "rt@x"), digest).status == 200
+    assert calls == ["BatchGetItem", "BatchGetItem", "TransactWriteItems"]
+    calls.clear()
+    complete_call(store, "rt@x", 30, "ANSWERED", digest)
+    assert calls == ["BatchGetItem", "TransactWriteItems"]
+
+
+def test_a_stale_route_costs_extra_reads_once_then_the_budget_is_back(demo, calls):
+    store, digest = DynamoStore(), key_hash(DEMO_KEY)
+    AccountItem.get("ACC#cumulus", "#").update(actions=[AccountItem.cps_limit.remove()])
+    calls.clear()
+    assert authorize_call(store, AuthorizeRequest("1001", "15551230001", "s1@x"), digest).status == 200
+    assert len(calls) > 3 and calls[-1] == "TransactWriteItems"   # walked the tree, then repaired the cache
+    complete_call(store, "s1@x", 0, "BUSY", digest)
+    calls.clear()
+    assert authorize_call(store, AuthorizeRequest("1001", "15551230001", "s2@x"), digest).status == 200
+    assert calls == ["BatchGetItem", "BatchGetItem", "TransactWriteItems"]
