@@ -7,7 +7,7 @@ from chalicelib.domain.accounts import POSTPAID, Account
 from chalicelib.domain.tariffs import Rate, Tariff, group_of
 from chalicelib.services.records import Route
 from chalicelib.services.seed import Seed
-from chalicelib.services.switch_keys import key_hash
+from chalicelib.services.switch_keys import key_hash, new_key
 
 from .models import AccountItem, IdentityItem, LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem
 from .store import account_key, identity_key, rate_group_key, switch_key_key, tariff_key
@@ -66,3 +66,31 @@ def write_seed(seed: Seed) -> None:
                 batch.save(LedgerEntryItem(account.id, f"{stamp}#seed#opening", amount=account.balance,
                                            entry_kind="opening", ref="seed", created_at=stamp,
                                            description="opening balance from seed"))
+
+
+class UnknownSwitchKey(LookupError):
+    pass
+
+
+def create_switch_key(key_id: str, name: str = "") -> str:
+    """Issue a key for one switch; the plain key is returned once and never stored."""
+    plain = new_key()
+    SwitchKeyItem(*switch_key_key(key_hash(plain)), key_id=key_id, name=name, status="active",
+                  created_at=now_iso()).save(condition=SwitchKeyItem.pk.does_not_exist())
+    return plain
+
+
+def switch_keys() -> List[SwitchKeyItem]:
+    # Keys are addressed by their hash; listing by id is an operator task, so a filtered scan is fine.
+    return list(SwitchKeyItem.scan(SwitchKeyItem.pk.startswith("KEY#")))
+
+
+def revoke_switch_key(key_id: str) -> int:
+    revoked = 0
+    for item in switch_keys():
+        if item.key_id == key_id and item.status == "active":
+            item.update(actions=[SwitchKeyItem.status.set("revoked")])
+            revoked += 1
+    if not revoked:
+        raise UnknownSwitchKey(key_id)
+    return revoked

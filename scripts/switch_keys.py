@@ -1,0 +1,50 @@
+"""Issue, list and revoke switch API keys (one per switch).
+
+Against the local stack (while `make run` is up):
+    .venv/bin/python scripts/switch_keys.py --local new kamailio-1 "Kamailio in Frankfurt"
+    .venv/bin/python scripts/switch_keys.py --local list
+    .venv/bin/python scripts/switch_keys.py --local revoke kamailio-1
+Against AWS: drop --local and set AWS credentials, CASCADE_TABLE_PREFIX and CASCADE_KEY_PEPPER.
+"""
+import argparse
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--local", action="store_true", help="talk to the local stack started by make run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new", help="issue a key; it is printed once and stored only hashed")
+    new.add_argument("key_id")
+    new.add_argument("name", nargs="?", default="")
+    sub.add_parser("list")
+    revoke = sub.add_parser("revoke")
+    revoke.add_argument("key_id")
+    args = parser.parse_args(argv)
+    if args.local:
+        os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '8766')}")
+        os.environ.setdefault("CASCADE_TABLE_PREFIX", "cascade-local-")
+        os.environ.setdefault("CASCADE_KEY_PEPPER", "local-development-pepper")
+        for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+            os.environ.setdefault(name, value)
+    from chalicelib.adapters.dynamo import writer
+    if args.command == "new":
+        print(writer.create_switch_key(args.key_id, args.name))
+    elif args.command == "list":
+        for item in sorted(writer.switch_keys(), key=lambda i: i.key_id):
+            print(f"{item.key_id}\t{item.status}\t{item.created_at}\t{item.name}")
+    else:
+        try:
+            writer.revoke_switch_key(args.key_id)
+        except writer.UnknownSwitchKey:
+            sys.exit(f"no active key {args.key_id!r}")
+        print(f"revoked {args.key_id}")
+
+
+if __name__ == "__main__":
+    main()
