@@ -4,7 +4,8 @@ Each level of the chain is quoted at its own rate. The call is granted the large
 seconds that every level can pay for (connect fee and increments included), capped by the tree's
 maximum and by each level's remaining daily and monthly spend. Soft-prepaid levels do not limit.
 With early billing (the default) that many seconds' charge is held at each level; with late billing
-the level is only checked, and debited after the call.
+the level is only checked, and debited after the call. A level with a daily or monthly limit also
+reserves that charge against the limit, whatever its billing mode, so calls in flight count.
 """
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -34,9 +35,10 @@ LOSS_PROBE_SECONDS = 60   # a level sells at a loss when a one-minute call costs
 
 @dataclass(frozen=True)
 class Usage:
-    """Counters read with the chain: spend of the current UTC day and month, calls this second."""
-    day_spent: Decimal = ZERO
-    month_spent: Decimal = ZERO
+    """Counters read with the chain: money used this UTC day and month (spent by finished calls plus
+    reserved by calls in progress), and calls started this second."""
+    day_used: Decimal = ZERO
+    month_used: Decimal = ZERO
     calls_this_second: int = 0
 
 
@@ -51,10 +53,18 @@ class Level:
     commission_percent: Decimal = ZERO
     hold: Decimal = ZERO
     guarded: bool = True                # the store must refuse the hold below the level's floor
-    limits_daily: bool = False
-    limits_monthly: bool = False
+    daily_limit: Optional[Decimal] = None
+    monthly_limit: Optional[Decimal] = None
     cps_limit: Optional[int] = None
     max_calls: Optional[int] = None
+
+    @property
+    def limits_daily(self) -> bool:
+        return self.daily_limit is not None
+
+    @property
+    def limits_monthly(self) -> bool:
+        return self.monthly_limit is not None
 
     def cost(self, billsec: int) -> Decimal:
         return call_cost(self.rate, billsec)
@@ -71,8 +81,8 @@ class Level:
         return {
             "account_id": self.account_id, "role": self.role, "rate": self.rate.to_dict(),
             "charged": self.charged, "mode": self.mode, "commission_percent": str(self.commission_percent),
-            "hold": str(self.hold), "guarded": self.guarded, "limits_daily": self.limits_daily,
-            "limits_monthly": self.limits_monthly, "cps_limit": self.cps_limit, "max_calls": self.max_calls,
+            "hold": str(self.hold), "guarded": self.guarded,
+            "daily_limit": _text(self.daily_limit), "monthly_limit": _text(self.monthly_limit), "cps_limit": self.cps_limit, "max_calls": self.max_calls,
         }
 
     @classmethod
@@ -80,9 +90,17 @@ class Level:
         return cls(
             account_id=d["account_id"], role=d["role"], rate=Rate.from_dict(d["rate"]),
             charged=bool(d["charged"]), mode=d["mode"], commission_percent=money(d["commission_percent"]),
-            hold=money(d["hold"]), guarded=bool(d["guarded"]), limits_daily=bool(d["limits_daily"]),
-            limits_monthly=bool(d["limits_monthly"]), cps_limit=d.get("cps_limit"), max_calls=d.get("max_calls"),
+            hold=money(d["hold"]), guarded=bool(d["guarded"]),
+            daily_limit=_amount(d.get("daily_limit")), monthly_limit=_amount(d.get("monthly_limit")), cps_limit=d.get("cps_limit"), max_calls=d.get("max_calls"),
         )
+
+
+def _text(amount: Optional[Decimal]) -> Optional[str]:
+    return None if amount is None else str(amount)
+
+
+def _amount(text) -> Optional[Decimal]:
+    return None if text is None else money(text)
 
 
 @dataclass(frozen=True)
@@ -145,8 +163,8 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
             account_id=account.id, role=account.role, rate=rate, charged=charged, mode=modes[i],
             commission_percent=account.commission_percent if account.is_commission_reseller else ZERO,
             guarded=account.billing_type != PREPAID_SOFT,
-            limits_daily=charged and account.daily_limit is not None,
-            limits_monthly=charged and account.monthly_limit is not None,
+            daily_limit=account.daily_limit if charged else None,
+            monthly_limit=account.monthly_limit if charged else None,
             cps_limit=account.cps_limit if charged else None,
             max_calls=account.max_calls if charged else None,
         ))
@@ -168,9 +186,9 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
         if level.guarded:
             budgets.append((account.available, INSUFFICIENT_FUNDS))
         if account.daily_limit is not None:
-            budgets.append((account.daily_limit - used.day_spent, DAILY_LIMIT))
+            budgets.append((account.daily_limit - used.day_used, DAILY_LIMIT))
         if account.monthly_limit is not None:
-            budgets.append((account.monthly_limit - used.month_spent, MONTHLY_LIMIT))
+            budgets.append((account.monthly_limit - used.month_used, MONTHLY_LIMIT))
         for funds, why in budgets:
             seconds = affordable_seconds(level.charge, funds, max_duration)
             if seconds < max_duration:

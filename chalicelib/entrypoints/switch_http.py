@@ -16,6 +16,7 @@ log = logging.getLogger("cascade.switch")
 
 _store = None
 MAX_TEXT = 256
+MAX_BILLSEC = 7 * 86400   # no real call lasts a week; larger values are input errors, not calls to bill
 
 
 def store():
@@ -85,8 +86,8 @@ def complete(headers: Mapping[str, str], raw_call_id: str, raw_body) -> Tuple[in
             raise BadRequest("call_id", "is required in the path")
         data = _body(raw_body)
         billsec = data.get("billsec")
-        if isinstance(billsec, bool) or not isinstance(billsec, int) or billsec < 0:
-            raise BadRequest("billsec", "must be a whole number of seconds >= 0")
+        if isinstance(billsec, bool) or not isinstance(billsec, int) or not 0 <= billsec <= MAX_BILLSEC:
+            raise BadRequest("billsec", f"must be a whole number of seconds from 0 to {MAX_BILLSEC}")
         disposition = data.get("disposition")
         if disposition not in DISPOSITIONS:
             raise BadRequest("disposition", f"must be one of {', '.join(DISPOSITIONS)}")

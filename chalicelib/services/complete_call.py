@@ -6,7 +6,7 @@ from typing import Callable
 from chalicelib.domain.settlement import settle
 
 from .authorize_call import Unauthorized
-from .ports import AlreadySettled, BalanceStore, Directory
+from .ports import AlreadySettled, BalanceStore, Directory, StoreBusy
 from .records import DONE, HELD
 
 log = logging.getLogger("cascade.complete")
@@ -23,8 +23,22 @@ def complete_call(store: "Directory and BalanceStore", call_id: str, billsec: in
         raise Unauthorized()
     if call is None:
         raise UnknownCall(call_id)
+    # At most two rounds: a completion can lose only one race, to the sweeper expiring the call
+    # between our read and our write; it is then billed as a late completion.
+    for _ in range(2):
+        if call.status == DONE:
+            return call.result
+        try:
+            return _bill(store, call, billsec, disposition, int(clock()))
+        except AlreadySettled:
+            call, _ = store.find_call(call_id, None)
     if call.status == DONE:
         return call.result
+    raise StoreBusy(f"call {call_id} kept changing state")
+
+
+def _bill(store, call, billsec: int, disposition: str, now: int) -> dict:
+    call_id = call.call_id
     charges = settle(call.levels, billsec, disposition, hold_released=call.status == HELD)
     over_max = billsec > call.max_duration
     if over_max:
@@ -35,9 +49,5 @@ def complete_call(store: "Directory and BalanceStore", call_id: str, billsec: in
         "late": call.status != HELD,
         "levels": [c.to_dict() for c in charges],
     }
-    try:
-        store.settle(call, charges, billsec, disposition, result, int(clock()))
-    except AlreadySettled:
-        winner, _ = store.find_call(call_id, None)
-        return winner.result
+    store.settle(call, charges, billsec, disposition, result, now)
     return result

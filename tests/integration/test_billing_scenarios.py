@@ -100,6 +100,9 @@ def test_demo_chain_authorize_holds_every_charged_level_and_complete_bills_each_
         assert row.billsec == 60 and row.billed_seconds == 60 and row.disposition == "ANSWERED"
         assert row.prefix == "1555" and row.over_max is False
 
+    # the levels' profits add up to what the client paid less the carrier: 0.56 + 0.24 + 0.60 + 0.30 = 2.00 - 0.30
+    assert sum(cdrs(name)[0].profit for name in DEMO_CHAIN[1:]) == D("2.00") - D("0.30")
+
     # AND one 'call' ledger entry per charged level, none for the root
     for name, amount in (("acme", "-2.00"), ("cumulus", "-1.44"), ("borealis", "-1.20"), ("atlas", "-0.60")):
         entries = call_entries(name)
@@ -209,9 +212,12 @@ def test_commission_reseller_client_pays_parent_tariff_and_reseller_is_credited_
     (delta_cdr,) = cdrs("delta")
     assert (delta_cdr.buy, delta_cdr.sell, delta_cdr.commission, delta_cdr.profit) == \
         (D("0.90"), D("0.90"), D("0.09"), D("0.09"))
-    # admin: buy 0.30 (carrier), sell 0.90, profit 0.90 - 0.30 = 0.60
+    # admin: buy 0.30 (carrier); it takes 0.90 from delta but credits back the 0.09 commission, so its
+    #   sell is 0.90 - 0.09 = 0.81 and its profit 0.81 - 0.30 = 0.51 (settlement.py, commit e933119)
     (admin_cdr,) = cdrs("admin")
-    assert (admin_cdr.buy, admin_cdr.sell, admin_cdr.profit) == (D("0.30"), D("0.90"), D("0.60"))
+    assert (admin_cdr.buy, admin_cdr.sell, admin_cdr.profit) == (D("0.30"), D("0.81"), D("0.51"))
+    # the tree's profits add up to what the client paid less the carrier: 0.09 + 0.51 = 0.90 - 0.30
+    assert delta_cdr.profit + admin_cdr.profit == D("0.90") - D("0.30")
 
     assert_ledger_invariant(("echo", "delta", "admin"))
 

@@ -8,6 +8,8 @@ Tree settings: max_duration 10800 s, hold_grace 600 s.
 import time
 from decimal import Decimal as D
 
+import pytest
+
 from tests.conftest import DEMO_KEY, demo_seed, load
 from tests.integration.helpers import (ALL_DEMO, DEMO_CHAIN, account, assert_ledger_invariant, body_of,
                                        call_entries, call_item, cdrs, client, money_snapshot,  # noqa: F401
@@ -193,4 +195,42 @@ def test_scheduled_sweeper_lambda_releases_a_hold_that_expired_in_the_past(clien
     assert result.payload == {"released": 1}
     assert all(account(a).held == 0 and account(a).active_calls == 0 for a in CHARGED)
     assert call_item("old-1").status == "expired"
+    assert_ledger_invariant(ALL_DEMO)
+
+
+# --- a completion racing the sweeper ----------------------------------------------------------------------
+
+def test_completion_that_loses_the_race_to_the_sweeper_is_still_billed(client, monkeypatch):
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.entrypoints import switch_http
+
+    # GIVEN acme's call, held (600 s granted)
+    load(demo_seed())
+    assert post_authorize(client, "1001", NUMBER, "race-1").status_code == 200
+
+    class SweptJustBeforeSettle(DynamoStore):
+        """Deterministic interleaving: the sweeper's release commits between complete_call's read of the
+        call (status 'held') and its settle transaction. The sweeper runs once."""
+        swept = False
+
+        def settle(self, call, *args, **kwargs):
+            if not self.swept:
+                self.swept = True
+                assert sweep(call.expires_at + 1) == 1
+            return super().settle(call, *args, **kwargs)
+
+    monkeypatch.setattr(switch_http, "_store", SweptJustBeforeSettle())
+
+    # WHEN the completion (60 s answered) arrives just as the sweeper releases the call
+    r = post_complete(client, "race-1", 60, "ANSWERED")
+
+    # THEN it is still billed once at every level (as a completion after the sweep would be)
+    assert r.status_code == 200, r.body
+    result = body_of(r)
+    assert result is not None and D(result["charged"]) == D("2.00")
+    assert call_item("race-1").status == "done"
+    expected = {"acme": D("18.00"), "cumulus": D("198.56"), "borealis": D("498.80"), "atlas": D("999.40")}
+    for name, balance in expected.items():
+        item = account(name)
+        assert (item.balance, item.held, item.active_calls) == (balance, 0, 0), name
     assert_ledger_invariant(ALL_DEMO)

@@ -352,9 +352,24 @@ def url_event(path, body, key=DEMO_KEY, method="POST", b64=False) -> dict:
     }
 
 
+class FakeLambdaContext:
+    """What the Lambda runtime passes (powertools' inject_lambda_context reads these)."""
+    function_name = "cascade-dev-switch"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cascade-dev-switch"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/cascade-dev-switch"
+    log_stream_name = "stream"
+
+    @staticmethod
+    def get_remaining_time_in_millis():
+        return 30_000
+
+
 def invoke(event):
     from chalicelib.entrypoints.switch import switch_function
-    response = switch_function(event, None)
+    response = switch_function(event, FakeLambdaContext())
     return response["statusCode"], json.loads(response["body"], parse_float=D)
 
 
@@ -413,3 +428,32 @@ def test_odd_call_ids_round_trip_through_the_route_and_the_function_url(client, 
                                       {"billsec": 0, "disposition": "BUSY"}))
     assert (status, result["call_id"]) == (200, call_id)
     assert account("shortly").held == 0 and account("shortly").active_calls == 0
+
+
+def test_concurrent_calls_cannot_together_exceed_the_daily_limit(client):
+    # GIVEN acme with 100.00 but a daily limit of 2.00 (= 60 s at 2.00/min)
+    seed = demo_seed()
+    seed_account(seed, "acme").update(balance="100.00", daily_limit="2.00")
+    load(seed)
+    # WHEN three calls are authorized before any completes, and each uses all it was granted
+    granted = {}
+    for call_id in ("day-a", "day-b", "day-c"):
+        r = post_authorize(client, "1001", NUMBER, call_id)
+        if r.status_code == 200:
+            granted[call_id] = body_of(r)["max_duration"]
+        else:
+            assert body_of(r)["reason"] == "daily_limit"
+    for call_id, seconds in granted.items():
+        assert post_complete(client, call_id, seconds, "ANSWERED").status_code == 200
+    # THEN the day's spend stays within the limit: 100.00 - balance <= 2.00
+    assert D("100.00") - account("acme").balance <= D("2.00"), granted
+    assert_ledger_invariant(ALL_DEMO)
+
+
+def test_absurd_billsec_is_a_400_not_a_500(client):
+    load(demo_seed())
+    assert post_authorize(client, "1001", NUMBER, "huge-1").status_code == 200
+    r = post_complete(client, "huge-1", 10**30, "ANSWERED")
+    assert call_item("huge-1").status == "held" and account("acme").balance == D("20.00")   # nothing written
+    assert r.status_code == 400, r.body
+    assert body_of(r)["field"] == "billsec"

@@ -255,27 +255,27 @@ def test_account_available_and_floor():
 def test_daily_limit_reached_denies():
     """GIVEN a daily limit of 5.00, all spent today THEN daily_limit."""
     chain = chain_of(c=client(daily_limit=D("5")))
-    usage = {"client": Usage(day_spent=D("5"))}
+    usage = {"client": Usage(day_used=D("5"))}
     assert decide(chain, RATES, usage, SETTINGS) == Denial(DAILY_LIMIT, "client")
 
 
 def test_daily_limit_left_limits_max_duration():
     """GIVEN 1.50 of the daily limit left at 1.00/min THEN one minute, limited by the client."""
     chain = chain_of(c=client(daily_limit=D("5")))
-    g = grant(chain, usage={"client": Usage(day_spent=D("3.50"))})
+    g = grant(chain, usage={"client": Usage(day_used=D("3.50"))})
     assert (g.max_duration, g.limited_by) == (60, "client")
     assert g.levels[0].limits_daily is True and g.levels[0].limits_monthly is False
 
 
 def test_monthly_limit_reached_denies():
     chain = chain_of(r=reseller(monthly_limit=D("100")))
-    usage = {"reseller": Usage(month_spent=D("99.99"))}
+    usage = {"reseller": Usage(month_used=D("99.99"))}
     assert decide(chain, RATES, usage, SETTINGS) == Denial(MONTHLY_LIMIT, "reseller")
 
 
 def test_monthly_limit_left_limits_max_duration():
     chain = chain_of(r=reseller(monthly_limit=D("100")))
-    g = grant(chain, usage={"reseller": Usage(month_spent=D("99"))})
+    g = grant(chain, usage={"reseller": Usage(month_used=D("99"))})
     assert (g.max_duration, g.limited_by) == (120, "reseller")
     assert g.levels[1].limits_monthly is True
 
@@ -287,7 +287,7 @@ def test_daily_limit_applies_to_a_soft_prepaid_account_too():
 
 def test_insufficient_funds_is_reported_before_a_limit_also_exhausted():
     chain = chain_of(c=client(balance=D("0"), daily_limit=D("5")))
-    assert decide(chain, RATES, {"client": Usage(day_spent=D("5"))}, SETTINGS) == Denial(INSUFFICIENT_FUNDS, "client")
+    assert decide(chain, RATES, {"client": Usage(day_used=D("5"))}, SETTINGS) == Denial(INSUFFICIENT_FUNDS, "client")
 
 
 # --------------------------------------------------------------------------- billing modes
@@ -484,8 +484,8 @@ def scenarios(draw):
                             billing_mode=draw(st.sampled_from([EARLY, LATE])))
     chain.append(Account("admin", ADMIN, None, "provider", settings=settings))
     rates = draw(chain_rates_st(len(chain)))
-    usage = {a.id: Usage(day_spent=draw(st.sampled_from([D("0"), D("0"), D("1.5"), D("30")])),
-                         month_spent=draw(st.sampled_from([D("0"), D("0"), D("2.25"), D("55")])))
+    usage = {a.id: Usage(day_used=draw(st.sampled_from([D("0"), D("0"), D("1.5"), D("30")])),
+                         month_used=draw(st.sampled_from([D("0"), D("0"), D("2.25"), D("55")])))
              for a in chain}
     return chain, rates, usage, settings
 
@@ -512,9 +512,9 @@ def test_property_no_granted_duration_takes_any_guarded_level_below_its_floor(sc
             assert worst <= account.available
         used = usage[account.id]
         if account.daily_limit is not None:
-            assert worst <= account.daily_limit - used.day_spent
+            assert worst <= account.daily_limit - used.day_used
         if account.monthly_limit is not None:
-            assert worst <= account.monthly_limit - used.month_spent
+            assert worst <= account.monthly_limit - used.month_used
         assert level.hold == (worst if level.mode == EARLY else 0)
     if decision.limited_by is None:
         assert decision.max_duration == settings.max_duration
@@ -526,7 +526,7 @@ def test_property_no_granted_duration_takes_any_guarded_level_below_its_floor(sc
         if account.billing_type != PREPAID_SOFT:
             budgets.append(account.available)
         if account.daily_limit is not None:
-            budgets.append(account.daily_limit - usage[account.id].day_spent)
+            budgets.append(account.daily_limit - usage[account.id].day_used)
         if account.monthly_limit is not None:
-            budgets.append(account.monthly_limit - usage[account.id].month_spent)
+            budgets.append(account.monthly_limit - usage[account.id].month_used)
         assert level.charge(decision.max_duration + 1) > min(budgets)

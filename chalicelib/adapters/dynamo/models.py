@@ -11,7 +11,7 @@ caller identities, switch keys, tariffs and their rate groups, calls and usage c
     TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.group_of)
     CALL#<call_id>   #             call        frozen levels, holds, status; sparse HELD index
     CPS#<acct>       <epoch s>     counter     calls started in that second (TTL)
-    SPEND#<acct>     D#<day>|M#<m> counter     money spent that UTC day / month (TTL)
+    SPEND#<acct>     D#<day>|M#<m> counter     money used that UTC day / month by calls authorized then (TTL)
 
 ``ledger`` and ``cdrs`` are partitioned by account id and written only inside the money transactions.
 """
@@ -151,8 +151,9 @@ class CallItem(CoreItem, discriminator="call"):
 
 
 class CounterItem(CoreItem, discriminator="counter"):
-    n = NumberAttribute(null=True)
-    spent = DecimalAttribute(null=True)
+    n = NumberAttribute(null=True)                  # CPS: calls started in that second
+    used = DecimalAttribute(null=True)              # spend limits: spent + reserved by calls in flight
+    spent = DecimalAttribute(null=True)             # spend limits: finished calls only (reports)
 
 
 class LedgerEntryItem(Model):

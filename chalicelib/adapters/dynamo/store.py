@@ -218,8 +218,8 @@ class DynamoStore:
             day, month = spend_keys(hop.account_id, now)
             cps = counters.get(cps_key(hop.account_id, now))
             usage[hop.account_id] = Usage(
-                day_spent=counters[day].spent if day in counters else ZERO,
-                month_spent=counters[month].spent if month in counters else ZERO,
+                day_used=(counters[day].used or ZERO) if day in counters else ZERO,
+                month_used=(counters[month].used or ZERO) if month in counters else ZERO,
                 calls_this_second=int(cps.n) if cps is not None and cps.n is not None else 0,
             )
         return Snapshot(accounts=accounts, tariffs=tariffs, books=books, usage=usage, call=call)
@@ -258,6 +258,14 @@ class DynamoStore:
                                     [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
                                      CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
                                     condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
+                for level in call.levels:
+                    reserve = level.charge(call.max_duration)
+                    for what, key, ttl, limit in limit_counters(level, call):
+                        # used <= limit - reserve: the arithmetic is done here, DynamoDB compares only
+                        sent.update((what, level.account_id), CounterItem(*key),
+                                    [CounterItem.used.add(reserve), CounterItem.kind.set(CounterItem),
+                                     CounterItem.ttl.set(call.authorized_at + ttl)],
+                                    condition=CounterItem.used.does_not_exist() | (CounterItem.used <= limit - reserve))
                 sent.save(("call", None), self._call_item(call), condition=CallItem.pk.does_not_exist())
                 if refresh is not None:
                     name, route = refresh
@@ -313,7 +321,7 @@ class DynamoStore:
             with self._tx() as tx:
                 for level, charge in zip(call.levels, charges):
                     if level.charged:
-                        self._debit_level(tx, call, level, charge, was_held, now, stamp)
+                        self._debit_level(tx, call, level, charge, was_held, stamp)
                     tx.save(self._cdr(call, level, charge, billsec, disposition, stamp),
                             condition=CdrItem.account_id.does_not_exist())
                 tx.update(CallItem(*call_key(call.call_id)),
@@ -328,8 +336,7 @@ class DynamoStore:
             raise StoreBusy(str(exc)) from exc
 
     @staticmethod
-    def _debit_level(tx, call: CallRecord, level: Level, charge: LevelCharge, was_held: bool, now: int,
-                     stamp: str) -> None:
+    def _debit_level(tx, call: CallRecord, level: Level, charge: LevelCharge, was_held: bool, stamp: str) -> None:
         actions = []
         if charge.net:
             actions.append(AccountItem.balance.add(-charge.net))
@@ -347,12 +354,12 @@ class DynamoStore:
                                         entry_kind=kind, ref=call.call_id, created_at=stamp,
                                         description=f"call to {call.number}"),
                         condition=LedgerEntryItem.account_id.does_not_exist())
-        if charge.net:
-            day, month = spend_keys(level.account_id, now)
-            for flag, key, ttl in (("d", day, DAY_TTL), ("m", month, MONTH_TTL)):
-                if (flag == "d" and level.limits_daily) or (flag == "m" and level.limits_monthly):
-                    tx.update(CounterItem(*key), [CounterItem.spent.add(charge.net),
-                                                  CounterItem.kind.set(CounterItem), CounterItem.ttl.set(now + ttl)])
+        # The reservation made at authorize becomes the real spend (an expired call's was released).
+        reserved = level.charge(call.max_duration) if was_held else ZERO
+        for _, key, _, _ in limit_counters(level, call):
+            if charge.net or reserved:
+                tx.update(CounterItem(*key), [CounterItem.used.add(charge.net - reserved),
+                                              CounterItem.spent.add(charge.net)])
 
     @staticmethod
     def _cdr(call: CallRecord, level: Level, charge: LevelCharge, billsec: int, disposition: str,
@@ -376,6 +383,8 @@ class DynamoStore:
                     if level.hold:
                         actions += [AccountItem.held.add(-level.hold), AccountItem.available.add(level.hold)]
                     tx.update(AccountItem(*account_key(level.account_id)), actions)
+                    for _, key, _, _ in limit_counters(level, call):
+                        tx.update(CounterItem(*key), [CounterItem.used.add(-level.charge(call.max_duration))])
                 tx.update(CallItem(*call_key(call.call_id)),
                           [CallItem.status.set(EXPIRED), CallItem.held_shard.remove()],
                           condition=CallItem.status == HELD)
@@ -386,6 +395,18 @@ class DynamoStore:
             if any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons or []):
                 return False   # completed meanwhile
             raise StoreBusy(str(exc)) from exc
+
+
+def limit_counters(level: Level, call: CallRecord):
+    """The spend-limit counters a level's call counts against: those of the day and month it was
+    authorized in (a call that crosses midnight belongs to the day it started)."""
+    if not level.charged:
+        return
+    day, month = spend_keys(level.account_id, call.authorized_at)
+    if level.daily_limit is not None:
+        yield "daily", day, DAY_TTL, level.daily_limit
+    if level.monthly_limit is not None:
+        yield "monthly", month, MONTH_TTL, level.monthly_limit
 
 
 def hash_shard(call_id: str) -> int:
