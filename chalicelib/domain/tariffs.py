@@ -9,7 +9,8 @@ tariff's size: prefixes shorter than ``BUCKET_DIGITS`` are one group each, longe
 their first ``BUCKET_DIGITS`` digits. A number of any length therefore touches at most
 ``BUCKET_DIGITS`` groups per tariff (``candidate_groups``).
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -25,6 +26,18 @@ class InvalidRate(ValueError):
         self.field = field_name
 
 
+def utc_iso(text: str) -> str:
+    """Any ISO-8601 date or time -> 'YYYY-MM-DDTHH:MM:SSZ' in UTC (naive means UTC), so versions and
+    the clock compare correctly as text."""
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRate("effective_from", f"{text!r} is not an ISO-8601 date or time") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class Rate:
     prefix: str
@@ -37,6 +50,7 @@ class Rate:
     effective_from: str = EPOCH         # ISO-8601 UTC; the newest version already in force wins
 
     def __post_init__(self):
+        object.__setattr__(self, "effective_from", utc_iso(self.effective_from))
         if not self.prefix.isdigit():
             raise InvalidRate("prefix", f"{self.prefix!r} must be digits")
         if self.price < 0 or self.connect_fee < 0:

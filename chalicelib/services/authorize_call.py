@@ -10,7 +10,7 @@ from chalicelib.domain.accounts import InvalidTree, check_chain
 from chalicelib.domain.authorization import Denial, Grant, decide, price_chain
 from chalicelib.domain.numbers import DialPlan, InvalidNumber, normalize
 
-from .ports import BalanceStore, Directory, DuplicateCall, Refused, StoreBusy
+from .ports import DuplicateCall, Refused, StoreBusy, SwitchStore
 from .records import HELD, CallRecord, Route
 
 log = logging.getLogger("cascade.authorize")
@@ -40,12 +40,12 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def deny(reason: str, account_id: Optional[str] = None) -> Answer:
+def deny(reason: str) -> Answer:
     status = 402 if reason == authz.INSUFFICIENT_FUNDS else 403
     return Answer(status, {"authorized": False, "reason": reason})
 
 
-def authorize_call(store: "Directory and BalanceStore", request: AuthorizeRequest, key_hash: str,
+def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
                    clock: Callable[[], float] = time.time) -> Answer:
     found = store.lookup(request.account, key_hash)
     if not found.key_active:
@@ -80,7 +80,7 @@ def authorize_call(store: "Directory and BalanceStore", request: AuthorizeReques
         decision = decide(chain, rates, snap.usage, settings)
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
-            return deny(decision.reason, decision.account_id)
+            return deny(decision.reason)
         call = _call_record(request, route, number, decision, now, settings.hold_grace)
         try:
             store.place_holds(call, (found.identity, route) if refreshed else None)

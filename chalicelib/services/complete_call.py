@@ -6,8 +6,8 @@ from typing import Callable
 from chalicelib.domain.settlement import settle
 
 from .authorize_call import Unauthorized
-from .ports import AlreadySettled, BalanceStore, Directory, StoreBusy
-from .records import DONE, HELD
+from .ports import AlreadySettled, StoreBusy, SwitchStore
+from .records import DONE, HELD, CallRecord
 
 log = logging.getLogger("cascade.complete")
 
@@ -16,7 +16,7 @@ class UnknownCall(Exception):
     pass
 
 
-def complete_call(store: "Directory and BalanceStore", call_id: str, billsec: int, disposition: str,
+def complete_call(store: SwitchStore, call_id: str, billsec: int, disposition: str,
                   key_hash: str, clock: Callable[[], float] = time.time) -> dict:
     call, key_active = store.find_call(call_id, key_hash)
     if not key_active:
@@ -37,7 +37,7 @@ def complete_call(store: "Directory and BalanceStore", call_id: str, billsec: in
     raise StoreBusy(f"call {call_id} kept changing state")
 
 
-def _bill(store, call, billsec: int, disposition: str, now: int) -> dict:
+def _bill(store: SwitchStore, call: CallRecord, billsec: int, disposition: str, now: int) -> dict:
     call_id = call.call_id
     charges = settle(call.levels, billsec, disposition, hold_released=call.status == HELD)
     over_max = billsec > call.max_duration

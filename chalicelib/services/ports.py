@@ -39,3 +39,7 @@ class BalanceStore(Protocol):
     def settle(self, call: CallRecord, charges: List[LevelCharge], billsec: int, disposition: str,
                result: dict, now: int) -> None: ...
     def release(self, call: CallRecord, now: int) -> bool: ...
+
+
+class SwitchStore(Directory, BalanceStore, Protocol):
+    """What the switch path's services take: today one DynamoDB adapter implements both halves."""

@@ -43,10 +43,7 @@ class Route:
         chain = [accounts.get(h.account_id) for h in self.hops]
         if any(a is None for a in chain):
             return False
-        try:
-            return Route.of_chain(chain) == self and chain[-1].parent_id is None
-        except AttributeError:
-            return False
+        return chain[-1].parent_id is None and Route.of_chain(chain) == self
 
 
 def limit_flags(account: Account) -> str:

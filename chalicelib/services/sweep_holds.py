@@ -7,12 +7,12 @@ import logging
 import time
 from typing import Callable
 
-from .ports import BalanceStore, Directory
+from .ports import SwitchStore
 
 log = logging.getLogger("cascade.sweeper")
 
 
-def sweep_expired_holds(store: "Directory and BalanceStore", clock: Callable[[], float] = time.time) -> int:
+def sweep_expired_holds(store: SwitchStore, clock: Callable[[], float] = time.time) -> int:
     now = int(clock())
     released = 0
     for call in store.expired_calls(now):

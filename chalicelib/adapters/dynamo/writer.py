@@ -1,6 +1,6 @@
 """Writes accounts, tariffs, identities and keys (the seed loader; later the portal)."""
+import time
 from collections import defaultdict
-from datetime import datetime, timezone
 from typing import Dict, Iterable, List
 
 from chalicelib.domain.accounts import POSTPAID, Account
@@ -10,11 +10,11 @@ from chalicelib.services.seed import Seed
 from chalicelib.services.switch_keys import key_hash, new_key
 
 from .models import AccountItem, IdentityItem, LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem
-from .store import account_key, identity_key, rate_group_key, switch_key_key, tariff_key
+from .store import account_key, identity_key, iso_ms, rate_group_key, switch_key_key, tariff_key
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return iso_ms(time.time())
 
 
 def account_item(a: Account) -> AccountItem:
