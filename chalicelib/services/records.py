@@ -43,7 +43,8 @@ class Route:
         chain = [accounts.get(h.account_id) for h in self.hops]
         if any(a is None for a in chain):
             return False
-        return chain[-1].parent_id is None and Route.of_chain(chain) == self
+        linked = all(child.parent_id == parent.id for child, parent in zip(chain, chain[1:]))
+        return linked and chain[-1].parent_id is None and Route.of_chain(chain) == self
 
 
 def limit_flags(account: Account) -> str:

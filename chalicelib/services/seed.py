@@ -52,23 +52,52 @@ def _choice(data: dict, key: str, allowed, default, where: str):
     return value
 
 
+def _settings(data: dict) -> TreeSettings:
+    if not isinstance(data, dict):
+        raise InvalidSeed("settings", "must be an object")
+    for key in ("max_depth", "max_duration", "hold_grace"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidSeed(f"settings.{key}", "must be a whole number >= 1")
+    _choice(data, "billing_mode", acc.BILLING_MODES, acc.EARLY, "settings")
+    plan = data.get("dial_plan") or {}
+    if not isinstance(plan, dict) or not str(plan.get("country_code", "1")).isdigit():
+        raise InvalidSeed("settings.dial_plan.country_code", "must be digits")
+    length = plan.get("national_length", 10)
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+        raise InvalidSeed("settings.dial_plan.national_length", "must be a whole number or null")
+    return TreeSettings.from_dict(data)
+
+
+def _increments(value, where: str):
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 3 or any(isinstance(v, bool) or not isinstance(v, int)
+                                                              for v in value)
+            or value[0] < 0 or value[1] < 1 or value[2] < 1):
+        raise InvalidSeed(f"{where}.increments", "must be [minimum >= 0, initial >= 1, subsequent >= 1] seconds")
+    return tuple(value)
+
+
 def parse_seed(text: str) -> Seed:
     try:
         data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
         raise InvalidSeed("$", f"not JSON: {exc}") from exc
-    settings = TreeSettings.from_dict(data.get("settings"))
+    settings = _settings(data.get("settings") or {})
     tariffs, rates = [], {}
     for i, t in enumerate(data.get("tariffs", [])):
         where = f"tariffs[{i}]"
         for key in ("id", "owner"):
             if not t.get(key):
                 raise InvalidSeed(f"{where}.{key}", "is required")
+        if t["id"] in rates:
+            raise InvalidSeed(f"{where}.id", f"{t['id']!r} is listed twice")
         try:
             tariffs.append(Tariff(
                 id=t["id"], owner=t["owner"], kind=t.get("kind", "table"), name=t.get("name", ""),
                 markup_fixed=money(t.get("markup_fixed", "0")), markup_percent=money(t.get("markup_percent", "0")),
-                increments=tuple(t["increments"]) if t.get("increments") else None))
+                increments=_increments(t.get("increments"), where)))
             rates[t["id"]] = [Rate.from_dict(r) for r in t.get("rates", [])]
         except InvalidRate as exc:
             raise InvalidSeed(f"{where}.{exc.field}", str(exc)) from exc
@@ -123,6 +152,9 @@ def parse_seed(text: str) -> Seed:
                 if name in identities:
                     raise InvalidSeed(f"{where}.sip_users", f"{name!r} is already taken")
                 identities[name] = account.id
+    for i, tariff in enumerate(tariffs):
+        if tariff.owner not in seen:
+            raise InvalidSeed(f"tariffs[{i}].owner", f"no account {tariff.owner!r}")
     roots = [a for a in accounts if a.role == acc.ADMIN]
     if len(roots) != 1:
         raise InvalidSeed("accounts", "exactly one admin (the root) is required")

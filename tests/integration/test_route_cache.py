@@ -65,3 +65,22 @@ def test_given_the_client_is_deleted_when_authorizing_then_account_unknown(demo)
     AccountItem.get("ACC#acme", "#").delete()
     answer = authorize("gone@x")
     assert answer.status == 403 and answer.body == {"authorized": False, "reason": "account_unknown"}
+
+
+def test_given_a_client_moved_under_a_new_parent_on_the_same_tariff_when_authorizing_then_it_is_rerouted(demo):
+    # GIVEN shortly is moved from cumulus to a new reseller 'zeta' under borealis; zeta assigns shortly
+    # the same tariff id, so only the parent link tells the cached route is stale
+    from chalicelib.adapters.dynamo.writer import account_item
+    from chalicelib.domain.accounts import Account
+    account_item(Account("zeta", "reseller", "borealis", "cumulus-package", balance=Decimal("50"))).save()
+    AccountItem.get("ACC#shortly", "#").update(actions=[AccountItem.parent_id.set("zeta")])
+    # cumulus-retail is owned by cumulus, so zeta re-prices it at its own list
+    for item in tariff_items(Tariff("cumulus-retail", owner="zeta"),
+                             [Rate("1555", Decimal("2.0"), initial=1, subsequent=1)]):
+        item.save()
+
+    answer = authorize("moved-shortly@x", account="1002")
+
+    assert answer.status == 200, answer.body
+    levels = [l["account_id"] for l in CallItem.get("CALL#moved-shortly@x", "#").levels]
+    assert levels == ["shortly", "zeta", "borealis", "atlas", "admin"]

@@ -196,6 +196,8 @@ ALL_MODELS = (CoreItem, LedgerEntryItem, CdrItem)
 
 
 def create_tables() -> None:
+    """Local stack and tests; deployed stages get the same tables from infra/."""
     for model in ALL_MODELS:
         if not model.exists():
             model.create_table(wait=True)
+    CoreItem._get_connection().update_time_to_live("ttl")   # counters expire on their own
