@@ -84,3 +84,11 @@ def test_given_a_client_moved_under_a_new_parent_on_the_same_tariff_when_authori
     assert answer.status == 200, answer.body
     levels = [l["account_id"] for l in CallItem.get("CALL#moved-shortly@x", "#").levels]
     assert levels == ["shortly", "zeta", "borealis", "atlas", "admin"]
+
+
+def test_a_rate_group_too_large_for_one_item_is_refused_by_name():
+    import pytest
+    from chalicelib.adapters.dynamo.writer import RateGroupTooLarge
+    rates = [Rate(f"4420{i:06d}", Decimal("0.01"), name="x" * 40) for i in range(4000)]
+    with pytest.raises(RateGroupTooLarge, match="4420"):
+        tariff_items(Tariff("huge", owner="admin"), rates)

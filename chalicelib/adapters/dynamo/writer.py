@@ -17,6 +17,13 @@ def now_iso() -> str:
     return iso_ms(time.time())
 
 
+MAX_GROUP_BYTES = 350_000   # DynamoDB items stop at 400 KB; keep room for keys and attribute names
+
+
+class RateGroupTooLarge(ValueError):
+    pass
+
+
 def account_item(a: Account) -> AccountItem:
     credit = a.credit_limit if a.billing_type == POSTPAID else 0
     settings = None
@@ -42,7 +49,10 @@ def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
                         name=tariff.name, markup_fixed=tariff.markup_fixed, markup_percent=tariff.markup_percent,
                         increments=list(tariff.increments) if tariff.increments else None)]
     for group, book in groups.items():
-        items.append(RateGroupItem(*rate_group_key(tariff.id, group), tariff_id=tariff.id, rates=dict(book)))
+        item = RateGroupItem(*rate_group_key(tariff.id, group), tariff_id=tariff.id, rates=dict(book))
+        if len(RateGroupItem.rates.serialize(item.rates)) > MAX_GROUP_BYTES:
+            raise RateGroupTooLarge(f"tariff {tariff.id}: prefixes starting {group} exceed one DynamoDB item")
+        items.append(item)
     return items
 
 
