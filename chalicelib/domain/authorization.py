@@ -7,11 +7,11 @@ With early billing (the default) that many seconds' charge is held at each level
 the level is only checked, and debited after the call. A level with a daily or monthly limit also
 reserves that charge against the limit, whatever its billing mode, so calls in flight count.
 """
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
-from .accounts import (ACTIVE, CLOSED, EARLY, PREPAID_SOFT, Account, Chain, TreeSettings,
+from .accounts import (ACTIVE, CLOSED, EARLY, PREPAID_SOFT, Chain, TreeSettings,
                        billing_modes, effective_tariff_ids)
 from .money import ZERO, money, quantize
 from .rating import affordable_seconds, call_cost

@@ -11,7 +11,7 @@ The rule, in order (documented in docs/switch-api.md):
    (default plan: country code 1 and 10 digits, so '5551230001' -> '15551230001').
 6. Anything else is taken as already international ('15551230001', '441632960961').
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 MAX_DIGITS = 15  # ITU-T E.164

@@ -12,7 +12,7 @@ their first ``BUCKET_DIGITS`` digits. A number of any length therefore touches a
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence
 
 from .money import ZERO, money
 

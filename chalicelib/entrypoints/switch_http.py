@@ -40,7 +40,7 @@ def _body(raw) -> dict:
     try:
         data = json.loads(raw or "", parse_float=Decimal)
     except json.JSONDecodeError:
-        raise BadRequest("body", "must be a JSON object")
+        raise BadRequest("body", "must be a JSON object") from None
     if not isinstance(data, dict):
         raise BadRequest("body", "must be a JSON object")
     return data

@@ -1,11 +1,10 @@
 """Plain records the services exchange with their ports (no I/O here)."""
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from chalicelib.domain.accounts import Account, TreeSettings
 from chalicelib.domain.authorization import Level, Usage
-from chalicelib.domain.tariffs import RateBook, Tariff
+from chalicelib.domain.tariffs import Tariff
 
 HELD, EXPIRED, DONE = "held", "expired", "done"
 

@@ -3,7 +3,7 @@
 Parsing is pure and validates everything before anything is written, naming the offending field.
 """
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Dict, List, Optional
 

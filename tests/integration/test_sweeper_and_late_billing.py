@@ -8,7 +8,6 @@ Tree settings: max_duration 10800 s, hold_grace 600 s.
 import time
 from decimal import Decimal as D
 
-import pytest
 
 from tests.conftest import DEMO_KEY, demo_seed, load
 from tests.integration.helpers import (ALL_DEMO, DEMO_CHAIN, account, assert_ledger_invariant, body_of,

@@ -4,7 +4,7 @@ import json
 from chalice.test import Client
 
 from chalicelib.adapters.dynamo import writer
-from chalicelib.adapters.dynamo.models import CoreItem, SwitchKeyItem
+from chalicelib.adapters.dynamo.models import CoreItem
 from tests.conftest import DEMO_KEY
 
 def authorize(client, key, call_id, account="1001"):

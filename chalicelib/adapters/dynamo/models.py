@@ -20,7 +20,7 @@ import os
 from decimal import Decimal
 
 from pynamodb.attributes import (Attribute, BooleanAttribute, DiscriminatorAttribute, NumberAttribute,
-                                 TTLAttribute, UnicodeAttribute)
+                                 UnicodeAttribute)
 from pynamodb.constants import NUMBER, STRING
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model

@@ -8,7 +8,6 @@ import random
 import time
 import zlib
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from pynamodb.connection import Connection
@@ -21,7 +20,7 @@ from chalicelib.domain.money import ZERO
 from chalicelib.domain.settlement import LevelCharge
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
 from chalicelib.services.ports import AlreadySettled, DuplicateCall, Refused, StoreBusy
-from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Lookup, Route, Snapshot, RouteHop
+from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Lookup, Route, Snapshot
 
 from .models import (HELD_SHARDS, AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdentityItem,
                      LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem)
@@ -259,8 +258,8 @@ class DynamoStore:
                                      CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
                                     condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
                 for level in call.levels:
-                    reserve = level.charge(call.max_duration)
                     for what, key, ttl, limit in limit_counters(level, call):
+                        reserve = level.charge(call.max_duration)
                         # used <= limit - reserve: the arithmetic is done here, DynamoDB compares only
                         sent.update((what, level.account_id), CounterItem(*key),
                                     [CounterItem.used.add(reserve), CounterItem.kind.set(CounterItem),
@@ -327,7 +326,7 @@ class DynamoStore:
                 tx.update(CallItem(*call_key(call.call_id)),
                           [CallItem.status.set(DONE), CallItem.result.set(result),
                            CallItem.held_shard.remove(), CallItem.expires_at.remove()],
-                          condition=CallItem.status.is_in(HELD, EXPIRED) & (CallItem.status == call.status))
+                          condition=CallItem.status == call.status)   # held or expired, as read
         try:
             with_retries(run, f"settle {call.call_id}")
         except TransactWriteError as exc:
