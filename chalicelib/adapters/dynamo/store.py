@@ -142,9 +142,16 @@ class Labelled:
         return self._puts + self._updates
 
 
+def _refused(reason) -> bool:
+    return reason is not None and reason.code == "ConditionalCheckFailed"
+
+
 def refused_labels(exc: TransactWriteError, labels: list) -> list:
-    return [labels[i] for i, r in enumerate(exc.cancellation_reasons or [])
-            if r is not None and r.code == "ConditionalCheckFailed" and i < len(labels)]
+    return [labels[i] for i, r in enumerate(exc.cancellation_reasons or []) if _refused(r) and i < len(labels)]
+
+
+def condition_failed(exc: TransactWriteError) -> bool:
+    return any(_refused(r) for r in exc.cancellation_reasons or [])
 
 
 class DynamoStore:
@@ -189,14 +196,10 @@ class DynamoStore:
         keys += [tariff_key(t) for t in tariff_ids]
         keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
         keys.append(call_key(call_id))
+        counter_keys = {h.account_id: (cps_key(h.account_id, now), *spend_keys(h.account_id, now))
+                        for h in route.hops}
         for hop in route.hops:
-            day, month = spend_keys(hop.account_id, now)
-            if "c" in hop.limits:
-                keys.append(cps_key(hop.account_id, now))
-            if "d" in hop.limits:
-                keys.append(day)
-            if "m" in hop.limits:
-                keys.append(month)
+            keys += [k for flag, k in zip("cdm", counter_keys[hop.account_id]) if flag in hop.limits]
         accounts, tariffs, call = {}, {}, None
         books: Dict[str, Dict[str, list]] = {t: {} for t in tariff_ids}
         counters: Dict[Tuple[str, str], CounterItem] = {}
@@ -214,8 +217,8 @@ class DynamoStore:
                 counters[(item.pk, item.sk)] = item
         usage = {}
         for hop in route.hops:
-            day, month = spend_keys(hop.account_id, now)
-            cps = counters.get(cps_key(hop.account_id, now))
+            cps_at, day, month = counter_keys[hop.account_id]
+            cps = counters.get(cps_at)
             usage[hop.account_id] = Usage(
                 day_used=(counters[day].used or ZERO) if day in counters else ZERO,
                 month_used=(counters[month].used or ZERO) if month in counters else ZERO,
@@ -257,14 +260,13 @@ class DynamoStore:
                                     [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
                                      CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
                                     condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
-                for level in call.levels:
-                    for what, key, ttl, limit in limit_counters(level, call):
-                        reserve = level.charge(call.max_duration)
+                    for what, key, ttl, limit, reserve in limit_counters(level, call):
                         # used <= limit - reserve: the arithmetic is done here, DynamoDB compares only
                         sent.update((what, level.account_id), CounterItem(*key),
                                     [CounterItem.used.add(reserve), CounterItem.kind.set(CounterItem),
                                      CounterItem.ttl.set(call.authorized_at + ttl)],
-                                    condition=CounterItem.used.does_not_exist() | (CounterItem.used <= limit - reserve))
+                                    condition=CounterItem.used.does_not_exist()
+                                    | (CounterItem.used <= limit - reserve))
                 sent.save(("call", None), self._call_item(call), condition=CallItem.pk.does_not_exist())
                 if refresh is not None:
                     name, route = refresh
@@ -330,7 +332,7 @@ class DynamoStore:
         try:
             with_retries(run, f"settle {call.call_id}")
         except TransactWriteError as exc:
-            if any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons or []):
+            if condition_failed(exc):
                 raise AlreadySettled(call.call_id) from exc
             raise StoreBusy(str(exc)) from exc
 
@@ -354,8 +356,8 @@ class DynamoStore:
                                         description=f"call to {call.number}"),
                         condition=LedgerEntryItem.account_id.does_not_exist())
         # The reservation made at authorize becomes the real spend (an expired call's was released).
-        reserved = level.charge(call.max_duration) if was_held else ZERO
-        for _, key, _, _ in limit_counters(level, call):
+        for _, key, _, _, reserve in limit_counters(level, call):
+            reserved = reserve if was_held else ZERO
             if charge.net or reserved:
                 tx.update(CounterItem(*key), [CounterItem.used.add(charge.net - reserved),
                                               CounterItem.spent.add(charge.net)])
@@ -382,8 +384,8 @@ class DynamoStore:
                     if level.hold:
                         actions += [AccountItem.held.add(-level.hold), AccountItem.available.add(level.hold)]
                     tx.update(AccountItem(*account_key(level.account_id)), actions)
-                    for _, key, _, _ in limit_counters(level, call):
-                        tx.update(CounterItem(*key), [CounterItem.used.add(-level.charge(call.max_duration))])
+                    for _, key, _, _, reserve in limit_counters(level, call):
+                        tx.update(CounterItem(*key), [CounterItem.used.add(-reserve)])
                 tx.update(CallItem(*call_key(call.call_id)),
                           [CallItem.status.set(EXPIRED), CallItem.held_shard.remove()],
                           condition=CallItem.status == HELD)
@@ -391,7 +393,7 @@ class DynamoStore:
             with_retries(run, f"release {call.call_id}")
             return True
         except TransactWriteError as exc:
-            if any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons or []):
+            if condition_failed(exc):
                 return False   # completed meanwhile
             raise StoreBusy(str(exc)) from exc
 
@@ -401,11 +403,13 @@ def limit_counters(level: Level, call: CallRecord):
     authorized in (a call that crosses midnight belongs to the day it started)."""
     if not level.charged:
         return
+    # What a call reserves against a limit while it runs: its charge for the whole granted time.
+    reserve = level.charge(call.max_duration)
     day, month = spend_keys(level.account_id, call.authorized_at)
     if level.daily_limit is not None:
-        yield "daily", day, DAY_TTL, level.daily_limit
+        yield "daily", day, DAY_TTL, level.daily_limit, reserve
     if level.monthly_limit is not None:
-        yield "monthly", month, MONTH_TTL, level.monthly_limit
+        yield "monthly", month, MONTH_TTL, level.monthly_limit, reserve
 
 
 def hash_shard(call_id: str) -> int:
