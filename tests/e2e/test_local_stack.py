@@ -1,56 +1,21 @@
 """`make run`'s stack for real: moto server behind its lock, chalice local, HTTP from outside."""
 import json
-import os
-import pathlib
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.e2e.stack import LocalStack
+
 KEY = "csk_demo_local_only_not_for_production"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def stack():
-    api, moto = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CASCADE_"))}
-    env.update(PORT=str(api), MOTO_PORT=str(moto), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "scripts/local_stack.py"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    lines = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip() == "READY":
-                ready.set()
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(90):
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("local stack did not start:\n" + "".join(lines[-40:]))
-    yield f"http://127.0.0.1:{api}", lines
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    running = LocalStack()
+    yield running.base, running.lines
+    running.stop()
 
 
 def post(base, path, body, key=KEY):

@@ -1,0 +1,68 @@
+"""A relay between the switch and Cascade that plays the network's part in the SIP tests.
+
+Requests pass through unchanged, except /authorize calls whose Call-ID starts with
+- ``slow-``: forwarded after ``SLOW_SECONDS`` (Cascade is slow but answers; a CANCEL can arrive meanwhile),
+- ``hang-``: never answered (Cascade hangs: the switch's own timeout must fire).
+"""
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SLOW_SECONDS = 1.5
+
+
+class Gate:
+    def __init__(self, upstream: str, port: int = 0):
+        self.upstream = upstream
+        self.seen = []                       # (path, call_id, status) in arrival order
+        self.release = threading.Event()     # set at shutdown so hung requests end
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                call_id = ""
+                if self.path == "/authorize":
+                    try:
+                        call_id = str(json.loads(body).get("call_id", ""))
+                    except ValueError:
+                        pass
+                if call_id.startswith("hang-"):
+                    gate.seen.append((self.path, call_id, None))
+                    gate.release.wait(120)
+                    self.close_connection = True
+                    return
+                if call_id.startswith("slow-"):
+                    time.sleep(SLOW_SECONDS)
+                request = urllib.request.Request(
+                    gate.upstream + self.path, data=body, method="POST",
+                    headers={k: v for k, v in self.headers.items() if k.lower() in ("content-type", "x-api-key")})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        status, payload = response.status, response.read()
+                except urllib.error.HTTPError as exc:
+                    status, payload = exc.code, exc.read()
+                gate.seen.append((self.path, call_id, status))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="gate").start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

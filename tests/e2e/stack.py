@@ -1,0 +1,63 @@
+"""Start `make run`'s local stack (scripts/local_stack.py) as a child process, as a user would."""
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import List, Optional
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalStack:
+    def __init__(self, seed: Optional[pathlib.Path] = None, table_prefix: str = "cascade-local-"):
+        self.api_port, self.moto_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.api_port}"
+        self.dynamodb_endpoint = f"http://127.0.0.1:{self.moto_port}"
+        self.table_prefix = table_prefix
+        self.lines: List[str] = []
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CASCADE_"))}
+        env.update(PORT=str(self.api_port), MOTO_PORT=str(self.moto_port), PYTHONUNBUFFERED="1",
+                   CASCADE_TABLE_PREFIX=table_prefix)
+        if seed:
+            env["SEED"] = str(seed)
+        self.proc = subprocess.Popen([sys.executable, "scripts/local_stack.py"], cwd=ROOT, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                if line.strip() == "READY":
+                    ready.set()
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(90):
+            self.stop()
+            raise RuntimeError("local stack did not start:\n" + "".join(self.lines[-40:]))
+
+    def table(self, logical: str):
+        """A boto3 Table on the stack's own DynamoDB (numbers come back as Decimal)."""
+        import boto3
+        resource = boto3.resource("dynamodb", endpoint_url=self.dynamodb_endpoint, region_name="us-east-1",
+                                  aws_access_key_id="local", aws_secret_access_key="local")
+        return resource.Table(self.table_prefix + logical)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
