@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench clean
+.PHONY: run test e2e bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ run: $(STAMP)   ## Cascade on the embedded local stack (SEED=path to load anothe
 
 test: $(STAMP)  ## the whole suite
 	$(PY) -m pytest -q
+
+e2e: $(STAMP)   ## real SIP calls: sipp -> Kamailio (integrations/kamailio) -> the local stack
+	scripts/install_switch_tools.sh
+	CASCADE_REQUIRE_SWITCH_TOOLS=1 $(PY) -m pytest -q tests/e2e/test_kamailio.py tests/unit/test_switch_recipes.py
 
 bench: $(STAMP) ## round trips, import ratio and throughput; last line is JSON
 	$(PY) bench/bench.py

@@ -54,3 +54,14 @@ def load(seed: dict) -> None:
 def demo(aws):
     load(demo_seed())
     return demo_seed()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CASCADE_REQUIRE_SWITCH_TOOLS=1) nothing may be skipped: a skip there means a tool the
+    suite needs was not installed, and must fail the run rather than pass it silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CASCADE_REQUIRE_SWITCH_TOOLS") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but CASCADE_REQUIRE_SWITCH_TOOLS=1 forbids skips: {report.longrepr}"

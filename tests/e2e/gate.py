@@ -2,16 +2,19 @@
 
 Requests pass through unchanged, except /authorize calls whose Call-ID starts with
 - ``slow-``: forwarded after ``SLOW_SECONDS`` (Cascade is slow but answers; a CANCEL can arrive meanwhile),
-- ``hang-``: never answered (Cascade hangs: the switch's own timeout must fire).
+- ``hang-``: never answered (Cascade hangs: the switch's own timeout must fire),
+and completions whose Call-ID starts with ``flaky-`` get 503 the first ``FLAKY_FAILURES`` times.
 """
 import json
 import threading
+import urllib.parse
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SLOW_SECONDS = 1.5
+SLOW_SECONDS = 1.0
+FLAKY_FAILURES = 2
 
 
 class Gate:
@@ -19,6 +22,7 @@ class Gate:
         self.upstream = upstream
         self.seen = []                       # (path, call_id, status) in arrival order
         self.release = threading.Event()     # set at shutdown so hung requests end
+        self.failed = {}                     # completion path -> 503s given so far
         gate = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +39,12 @@ class Gate:
                         call_id = str(json.loads(body).get("call_id", ""))
                     except ValueError:
                         pass
+                if self.path.endswith("/complete"):
+                    call_id = urllib.parse.unquote(self.path.split("/")[2])
+                    if call_id.startswith("flaky-") and gate.failed.get(call_id, 0) < FLAKY_FAILURES:
+                        gate.failed[call_id] = gate.failed.get(call_id, 0) + 1
+                        gate.seen.append((self.path, call_id, 503))
+                        return self.answer(503, b'{"error": "busy"}')
                 if call_id.startswith("hang-"):
                     gate.seen.append((self.path, call_id, None))
                     gate.release.wait(120)
@@ -51,6 +61,9 @@ class Gate:
                 except urllib.error.HTTPError as exc:
                     status, payload = exc.code, exc.read()
                 gate.seen.append((self.path, call_id, status))
+                self.answer(status, payload)
+
+            def answer(self, status, payload):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

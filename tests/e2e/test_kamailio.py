@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.e2e.gate import SLOW_SECONDS, Gate
+from tests.e2e.gate import FLAKY_FAILURES, SLOW_SECONDS, Gate
 from tests.e2e.sip import Switch, missing_tools
 from tests.e2e.stack import LocalStack
 
@@ -202,6 +202,24 @@ def test_two_calls_at_once_on_a_reseller_whose_funds_cover_one(world):
     assert billsec in (1, 2), billsec
     world.assert_billed(granted, TWIN_CHAINS[client], billsec)
     world.assert_money("twin-b" if client == "twin-a" else "twin-a")
+
+
+def test_a_completion_that_meets_errors_is_retried_until_it_lands(world):
+    # Cascade answers this call's completion with 503 twice: the switch must keep the call and retry.
+    outcome = world.switch.call("uac_call.xml", "1001", RATED, "flaky", pause_ms=1000)
+    call_id, status, _ = outcome.only()
+    assert status == "200" and outcome.returncode == 0
+    world.wait_done(call_id)
+
+    def posts():
+        return [s for path, cid, s in list(world.gate.seen) if cid == call_id and path.endswith("/complete")]
+    deadline = time.time() + 5       # the relay notes the 200 just after Cascade has settled the call
+    while len(posts()) <= FLAKY_FAILURES and time.time() < deadline:
+        time.sleep(0.1)
+    assert posts() == [503] * FLAKY_FAILURES + [200], posts()
+    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
+    assert billsec in (1, 2), billsec
+    world.assert_billed(call_id, ALICE_CHAIN, billsec)
 
 
 def test_a_hung_cascade_gets_503_within_the_timeout(world):
