@@ -19,7 +19,7 @@ test: $(STAMP)  ## the whole suite
 
 e2e: $(STAMP)   ## real SIP calls: sipp -> Kamailio (integrations/kamailio) -> the local stack
 	scripts/install_switch_tools.sh
-	CASCADE_REQUIRE_SWITCH_TOOLS=1 $(PY) -m pytest -q tests/e2e/test_kamailio.py tests/unit/test_switch_recipes.py
+	CASCADE_REQUIRE_SWITCH_TOOLS=1 $(PY) -m pytest -q tests/e2e/test_kamailio.py tests/integration/test_switch_recipes.py
 
 bench: $(STAMP) ## round trips, import ratio and throughput; last line is JSON
 	$(PY) bench/bench.py
