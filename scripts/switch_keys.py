@@ -4,7 +4,9 @@ Against the local stack (while `make run` is up):
     .venv/bin/python scripts/switch_keys.py --local new kamailio-1 "Kamailio in Frankfurt"
     .venv/bin/python scripts/switch_keys.py --local list
     .venv/bin/python scripts/switch_keys.py --local revoke kamailio-1
-Against AWS: drop --local and set AWS credentials, CASCADE_TABLE_PREFIX and CASCADE_KEY_PEPPER.
+Against a deployed stage (AWS credentials in the environment, e.g. AWS_PROFILE and AWS_REGION):
+    .venv/bin/python scripts/switch_keys.py --stage prod new kamailio-1 "Kamailio in Frankfurt"
+which reads the tables cascade-prod-* and the pepper from the secret cascade/prod/switch-key-pepper.
 """
 import argparse
 import os
@@ -14,9 +16,16 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 
+def use_stage(stage: str) -> None:
+    """The names infra/ gives a stage's tables and pepper secret."""
+    os.environ.setdefault("CASCADE_TABLE_PREFIX", f"cascade-{stage}-")
+    os.environ.setdefault("CASCADE_KEY_PEPPER_SECRET", f"cascade/{stage}/switch-key-pepper")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--local", action="store_true", help="talk to the local stack started by make run")
+    parser.add_argument("--stage", help="talk to a deployed stage (infra/): its tables and its pepper secret")
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new", help="issue a key; it is printed once and stored only hashed")
     new.add_argument("key_id")
@@ -32,6 +41,8 @@ def main(argv=None):
         for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
                             ("AWS_DEFAULT_REGION", "us-east-1")):
             os.environ.setdefault(name, value)
+    elif args.stage:
+        use_stage(args.stage)
     from chalicelib.adapters.dynamo import writer
     if args.command == "new":
         print(writer.create_switch_key(args.key_id, args.name))

@@ -10,6 +10,7 @@ from chalicelib.domain.settlement import DISPOSITIONS
 from chalicelib.services.authorize_call import AuthorizeRequest, Unauthorized, authorize_call
 from chalicelib.services.complete_call import UnknownCall, complete_call
 from chalicelib.services.ports import StoreBusy
+from chalicelib.adapters.secrets import load_key_pepper
 from chalicelib.services.switch_keys import key_hash
 
 log = logging.getLogger("cascade.switch")
@@ -64,6 +65,7 @@ def _api_key(headers: Mapping[str, str]) -> str:
     key = lowered.get("x-api-key")
     if not key:
         raise Unauthorized()
+    load_key_pepper()
     return key_hash(key)
 
 

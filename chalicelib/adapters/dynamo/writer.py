@@ -7,6 +7,7 @@ from chalicelib.domain.accounts import POSTPAID, Account
 from chalicelib.domain.tariffs import Rate, Tariff, group_of
 from chalicelib.services.records import Route
 from chalicelib.services.seed import Seed
+from chalicelib.adapters.secrets import load_key_pepper
 from chalicelib.services.switch_keys import key_hash, new_key
 
 from .models import AccountItem, IdentityItem, LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem
@@ -58,6 +59,8 @@ def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
 
 def write_seed(seed: Seed) -> None:
     stamp = now_iso()
+    if seed.switch_keys:
+        load_key_pepper()
     with AccountItem.batch_write() as batch:
         for tariff in seed.tariffs:
             for item in tariff_items(tariff, seed.rates.get(tariff.id, [])):
@@ -84,6 +87,7 @@ class UnknownSwitchKey(LookupError):
 
 def create_switch_key(key_id: str, name: str = "") -> str:
     """Issue a key for one switch; the plain key is returned once and never stored."""
+    load_key_pepper()
     plain = new_key()
     SwitchKeyItem(*switch_key_key(key_hash(plain)), key_id=key_id, name=name, status="active",
                   created_at=now_iso()).save(condition=SwitchKeyItem.pk.does_not_exist())
