@@ -72,7 +72,8 @@ class HeldIndex(GlobalSecondaryIndex):
 
 class CoreItem(Model):
     class Meta(_Meta):
-        table_name = table_name("core")
+        logical_name = "core"
+        table_name = table_name(logical_name)
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
     kind = DiscriminatorAttribute()
@@ -159,7 +160,8 @@ class CounterItem(CoreItem, discriminator="counter"):
 class LedgerEntryItem(Model):
     """Immutable: one row per balance change, written in the same transaction as the change."""
     class Meta(_Meta):
-        table_name = table_name("ledger")
+        logical_name = "ledger"
+        table_name = table_name(logical_name)
     account_id = UnicodeAttribute(hash_key=True)
     entry_id = UnicodeAttribute(range_key=True)      # <ISO time>#<ref>#<kind>: sorts by time, unique per movement
     amount = DecimalAttribute()
@@ -172,7 +174,8 @@ class LedgerEntryItem(Model):
 class CdrItem(Model):
     """One row per level per call: each level sees the call at its own buy and sell price."""
     class Meta(_Meta):
-        table_name = table_name("cdrs")
+        logical_name = "cdrs"
+        table_name = table_name(logical_name)
     account_id = UnicodeAttribute(hash_key=True)
     cdr_id = UnicodeAttribute(range_key=True)        # <ISO time>#<call_id>
     call_id = UnicodeAttribute()
@@ -193,6 +196,12 @@ class CdrItem(Model):
 
 
 ALL_MODELS = (CoreItem, LedgerEntryItem, CdrItem)
+TTL_ATTRIBUTES = {CoreItem: "ttl"}     # counters expire on their own
+
+
+def logical_name(model) -> str:
+    """'core', 'ledger', 'cdrs': the table's name without the stage prefix."""
+    return model.Meta.logical_name
 
 
 def create_tables() -> None:
@@ -200,4 +209,5 @@ def create_tables() -> None:
     for model in ALL_MODELS:
         if not model.exists():
             model.create_table(wait=True)
-    CoreItem._get_connection().update_time_to_live("ttl")   # counters expire on their own
+    for model, attribute in TTL_ATTRIBUTES.items():
+        model._get_connection().update_time_to_live(attribute)

@@ -1,0 +1,23 @@
+"""CDK app: `make synth` / `make deploy STAGE=prod`. Run from the repository root (python -m infra.app).
+
+Context: stage (dev|prod, default dev), alarm_email (optional: subscribes it to the alarm topic),
+outdir (synth only)."""
+import os
+
+import aws_cdk as cdk
+
+from infra.stack import CascadeStack
+from infra.stages import stage
+
+
+def build(stage_name: str, outdir: str = None, alarm_email: str = None) -> cdk.App:
+    app = cdk.App(outdir=outdir) if outdir else cdk.App()
+    name = stage_name or app.node.try_get_context("stage") or "dev"
+    CascadeStack(app, stage(name), alarm_email=alarm_email or app.node.try_get_context("alarm_email"),
+                 env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+                                     region=os.environ.get("CDK_DEFAULT_REGION")))
+    return app
+
+
+if __name__ == "__main__":
+    build(os.environ.get("STAGE", ""), os.environ.get("CDK_OUTDIR")).synth()

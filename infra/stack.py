@@ -1,0 +1,179 @@
+"""One stack per stage: the Chalice app (API Gateway + the switch and sweeper Lambdas), the tables, the
+pepper secret, one least-privilege role per function, alarms and a dashboard."""
+import pathlib
+from typing import Optional
+
+from aws_cdk import ArnFormat, CfnOutput, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from chalice.cdk import Chalice
+from constructs import Construct
+
+from infra.stages import Stage
+from infra.tables import model_tables
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# DynamoDB actions per function, per table. TransactWriteItems is authorized item by item through
+# PutItem / UpdateItem / ConditionCheckItem, so those are what a transaction needs.
+SWITCH_ACCESS = {
+    "core": ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+             "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
+    "ledger": ["dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
+    "cdrs": ["dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
+}
+SWEEPER_ACCESS = {
+    "core": ["dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
+             "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
+}
+
+
+class CascadeStack(Stack):
+    def __init__(self, scope: Construct, stage: Stage, alarm_email: Optional[str] = None, **kwargs):
+        super().__init__(scope, f"cascade-{stage.name}", **kwargs)
+        self.stage = stage
+        prefix = f"cascade-{stage.name}-"
+        keep = RemovalPolicy.RETAIN if stage.production else RemovalPolicy.DESTROY
+        self.tables = model_tables(self, prefix, stage.production)
+
+        # The functions get this name (a literal, not the secret's ARN token) and read the value themselves.
+        self.pepper_name = f"cascade/{stage.name}/switch-key-pepper"
+        self.pepper = secretsmanager.Secret(
+            self, "KeyPepper", secret_name=self.pepper_name,
+            description="HMAC pepper for switch API keys (keys are stored only as HMAC-SHA256 under it)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=48,
+                                                                        exclude_punctuation=True),
+            removal_policy=keep)
+
+        names = {fn: f"{prefix}{fn}" for fn in ("api", "switch", "sweeper")}
+        self.log_groups = {fn: logs.LogGroup(self, f"{fn.capitalize()}Logs", log_group_name=f"/aws/lambda/{name}",
+                                             retention=logs.RetentionDays[stage.log_retention],
+                                             removal_policy=keep)
+                           for fn, name in names.items()}
+        self.roles = {
+            "api": self._role("api", SWITCH_ACCESS),          # the REST API serves the same switch routes
+            "switch": self._role("switch", SWITCH_ACCESS),
+            "sweeper": self._role("sweeper", SWEEPER_ACCESS),
+        }
+
+        self.app = Chalice(self, "App", source_dir=str(ROOT), stage_config={
+            "api_gateway_stage": "api",
+            "environment_variables": {
+                "CASCADE_TABLE_PREFIX": prefix,
+                "CASCADE_KEY_PEPPER_SECRET": self.pepper_name,
+                "POWERTOOLS_SERVICE_NAME": "cascade",
+                "POWERTOOLS_LOG_LEVEL": "INFO",
+            },
+            "manage_iam_role": False,
+            "iam_role_arn": self.roles["api"].role_arn,
+            "lambda_timeout": 10,
+        })
+        # Chalice reads per-function settings only from .chalice/config.json's own stages, so each
+        # function's role, memory and timeout are set on the packaged resources instead.
+        sizes = {"api": (256, 10), "switch": (stage.switch_memory_mb, 10), "sweeper": (512, 300)}
+        for logical, fn in (("APIHandler", "api"), ("Switch", "switch"), ("Sweeper", "sweeper")):
+            function = self.app.get_resource(logical)
+            function.add_property_override("FunctionName", names[fn])
+            function.add_property_override("Role", self.roles[fn].role_arn)
+            function.add_property_override("MemorySize", sizes[fn][0])
+            function.add_property_override("Timeout", sizes[fn][1])
+            # Pure-Python dependencies only (pynamodb, powertools): Graviton is cheaper per GB-second.
+            function.add_property_override("Architectures", ["arm64"])
+            function.add_dependency(self.log_groups[fn].node.default_child)
+        switch = self.app.get_resource("Switch")
+        # SAM publishes a version per deploy behind the alias `live`; the function URL points at the
+        # alias, so warm (provisioned) instances serve switches and a deploy swaps them atomically.
+        switch.add_property_override("AutoPublishAlias", "live")
+        switch.add_property_override("FunctionUrlConfig", {"AuthType": "NONE"})   # X-Api-Key is checked in the app
+        if stage.switch_provisioned:
+            switch.add_property_override("ProvisionedConcurrencyConfig",
+                                         {"ProvisionedConcurrentExecutions": stage.switch_provisioned})
+
+        self.alarm_topic = sns.Topic(self, "Alarms", topic_name=f"{prefix}alarms")
+        if alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        self._alarms_and_dashboard(names)
+
+        CfnOutput(self, "SwitchUrl", value=Fn.get_att("SwitchUrl", "FunctionUrl").to_string(),
+                  description="Base URL for switches (CASCADE_URL, without the trailing /)")
+        CfnOutput(self, "ApiUrl", value=Fn.sub("https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api/"),
+                  description="The REST API (same switch routes, /health)")
+        CfnOutput(self, "PepperSecretName", value=self.pepper_name)
+        CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+
+    def _role(self, fn: str, access: dict) -> iam.Role:
+        role = iam.Role(self, f"{fn.capitalize()}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description=f"cascade {self.stage.name} {fn} function: only what it uses")
+        for logical, actions in access.items():
+            table = self.tables[logical]
+            resources = [table.attr_arn]
+            if "dynamodb:Query" in actions:
+                resources.append(f"{table.attr_arn}/index/*")
+            role.add_to_policy(iam.PolicyStatement(actions=actions, resources=resources))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[self.format_arn(service="logs", resource="log-group",
+                                       resource_name=f"/aws/lambda/cascade-{self.stage.name}-{fn}:*",
+                                       arn_format=ArnFormat.COLON_RESOURCE_NAME)]))
+        self.pepper.grant_read(role)
+        return role
+
+    def _alarms_and_dashboard(self, names: dict) -> None:
+        def fn_metric(fn, metric, statistic="Sum"):
+            return cloudwatch.Metric(namespace="AWS/Lambda", metric_name=metric, statistic=statistic,
+                                     dimensions_map={"FunctionName": names[fn]}, period=Duration.minutes(5))
+
+        def table_metric(logical, metric):
+            return cloudwatch.Metric(namespace="AWS/DynamoDB", metric_name=metric, statistic="Sum",
+                                     dimensions_map={"TableName": self.tables[logical].table_name},
+                                     period=Duration.minutes(5))
+
+        action = cloudwatch_actions.SnsAction(self.alarm_topic)
+        specs = [
+            ("SwitchErrors", fn_metric("switch", "Errors"), 1, "the switch function raised (authorize/complete failed closed)"),
+            ("SwitchThrottles", fn_metric("switch", "Throttles"), 1, "switch requests throttled: raise concurrency"),
+            ("SwitchP99", fn_metric("switch", "Duration", "p99"), self.stage.authorize_p99_ms,
+             f"switch p99 above {self.stage.authorize_p99_ms} ms"),
+            ("ApiErrors", fn_metric("api", "Errors"), 1, "the REST API function raised"),
+            ("SweeperErrors", fn_metric("sweeper", "Errors"), 1, "expired holds are not being released"),
+        ]
+        for logical in self.tables:
+            specs += [
+                (f"{logical.capitalize()}Throttles", table_metric(logical, "ThrottledRequests"), 1,
+                 f"{logical}: DynamoDB throttled requests"),
+                (f"{logical.capitalize()}TransactionConflicts", table_metric(logical, "TransactionConflict"), 50,
+                 f"{logical}: transactions cancelled by conflicts (a hot reseller item?)"),
+                (f"{logical.capitalize()}SystemErrors", table_metric(logical, "SystemErrors"), 1,
+                 f"{logical}: DynamoDB internal errors"),
+            ]
+        alarms = []
+        for name, metric, threshold, description in specs:
+            alarm = cloudwatch.Alarm(
+                self, name, metric=metric, threshold=threshold, evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_name=f"cascade-{self.stage.name}-{name}", alarm_description=description)
+            alarm.add_alarm_action(action)
+            alarms.append(alarm)
+
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"cascade-{self.stage.name}")
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Switch requests and errors",
+                                   left=[fn_metric("switch", "Invocations"), fn_metric("switch", "Errors")]),
+            cloudwatch.GraphWidget(title="Switch duration (ms)",
+                                   left=[fn_metric("switch", "Duration", s) for s in ("p50", "p99")]),
+            cloudwatch.GraphWidget(title="Concurrency and throttles",
+                                   left=[fn_metric("switch", "ConcurrentExecutions", "Maximum"),
+                                         fn_metric("switch", "Throttles")]),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="DynamoDB conflicts and throttles",
+                                   left=[table_metric(t, m) for t in self.tables
+                                         for m in ("TransactionConflict", "ThrottledRequests")]),
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms),
+        )

@@ -1,0 +1,27 @@
+"""Every per-stage setting in one place. `make deploy STAGE=prod` picks one by name."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    switch_memory_mb: int            # Lambda CPU scales with memory: 1024 MB keeps authorize in milliseconds
+    switch_provisioned: int          # warm switch instances (0: none, cold starts possible)
+    production: bool                 # deletion protection, tables and secret retained on stack delete
+    log_retention: str               # aws_logs.RetentionDays member, e.g. TWO_WEEKS
+    authorize_p99_ms: int            # alarm when the switch function's p99 duration exceeds this
+
+
+STAGES = {
+    "dev": Stage("dev", switch_memory_mb=1024, switch_provisioned=0, production=False, log_retention="TWO_WEEKS",
+                 authorize_p99_ms=500),
+    "prod": Stage("prod", switch_memory_mb=1024, switch_provisioned=2, production=True, log_retention="THREE_MONTHS",
+                  authorize_p99_ms=250),
+}
+
+
+def stage(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise SystemExit(f"unknown STAGE {name!r}: one of {', '.join(STAGES)} (infra/stages.py)") from None
