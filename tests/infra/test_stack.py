@@ -182,3 +182,15 @@ def test_cfn_lint_finds_nothing(synthesized, stage):
     cfn_lint = pathlib.Path(sys.executable).parent / "cfn-lint"
     result = subprocess.run([str(cfn_lint), str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_packaged_code_has_no_compiled_modules_so_arm64_is_safe(synthesized):
+    import zipfile
+    _, path = synthesized["prod"]
+    zips = list(path.parent.glob("asset.*.zip"))
+    assert zips, "the Chalice deployment package is not in the assembly"
+    for bundle in zips:
+        names = zipfile.ZipFile(bundle).namelist()
+        assert any(n.startswith("chalicelib/entrypoints/switch") for n in names)
+        assert not [n for n in names if n.endswith((".so", ".pyd", ".dylib"))], bundle
+        assert not [n for n in names if n.startswith(("infra/", "tests/", "integrations/"))], bundle
