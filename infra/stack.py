@@ -113,7 +113,8 @@ class CascadeStack(Stack):
             table = self.tables[logical]
             resources = [table.attr_arn]
             if "dynamodb:Query" in actions:
-                resources.append(f"{table.attr_arn}/index/*")
+                resources += [f"{table.attr_arn}/index/{index.index_name}"
+                              for index in table.global_secondary_indexes or []]
             role.add_to_policy(iam.PolicyStatement(actions=actions, resources=resources))
         role.add_to_policy(iam.PolicyStatement(
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],

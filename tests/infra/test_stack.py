@@ -128,6 +128,8 @@ def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized
     assert len(set(roles.values())) == 3                      # no shared role
     assert "SwitchRole" in roles["Switch"] and "SweeperRole" in roles["Sweeper"] and "ApiRole" in roles["APIHandler"]
     assert not [r for r in resources(template, "AWS::IAM::Role") if "DefaultRole" in r]   # Chalice's broad role is gone
+    sweeper_policy = json.dumps(_policy_of(template, "Sweeper"))
+    assert '"/index/held"' in sweeper_policy and "/index/*" not in sweeper_policy   # the one index it queries
     sweeper = _dynamodb_tables(_policy_of(template, "Sweeper"))
     assert set(sweeper) == {"CoreTable"} and "dynamodb:PutItem" not in sweeper["CoreTable"]
     switch = _dynamodb_tables(_policy_of(template, "Switch"))
