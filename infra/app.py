@@ -7,13 +7,15 @@ import os
 import aws_cdk as cdk
 
 from infra.stack import CascadeStack
-from infra.stages import stage
+from infra.stages import Stage, stage
 
 
-def build(stage_name: str, outdir: str = None, alarm_email: str = None) -> cdk.App:
+def build(stage_name, outdir: str = None, alarm_email: str = None) -> cdk.App:
+    """stage_name: a name from infra/stages.py, or a Stage (tests)."""
     app = cdk.App(outdir=outdir) if outdir else cdk.App()
-    name = stage_name or app.node.try_get_context("stage") or "dev"
-    CascadeStack(app, stage(name), alarm_email=alarm_email or app.node.try_get_context("alarm_email"),
+    settings = stage_name if isinstance(stage_name, Stage) else \
+        stage(stage_name or app.node.try_get_context("stage") or "dev")
+    CascadeStack(app, settings, alarm_email=alarm_email or app.node.try_get_context("alarm_email"),
                  env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
                                      region=os.environ.get("CDK_DEFAULT_REGION")))
     return app

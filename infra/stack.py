@@ -72,6 +72,9 @@ class CascadeStack(Stack):
             "manage_iam_role": False,
             "iam_role_arn": self.roles["api"].role_arn,
             "lambda_timeout": 10,
+            **({"api_gateway_custom_domain": {"domain_name": stage.api_domain,
+                                              "certificate_arn": stage.api_certificate_arn}}
+               if stage.api_domain else {}),
         })
         # Chalice reads per-function settings only from .chalice/config.json's own stages, so each
         # function's role, memory and timeout are set on the packaged resources instead.
@@ -84,7 +87,7 @@ class CascadeStack(Stack):
             function.add_property_override("Timeout", sizes[fn][1])
             # Pure-Python dependencies only (pynamodb, powertools): Graviton is cheaper per GB-second.
             function.add_property_override("Architectures", ["arm64"])
-            function.add_dependency(self.log_groups[fn].node.default_child)
+            function.add_resource_dependency(self.log_groups[fn].node.default_child)   # retention set before logs
         switch = self.app.get_resource("Switch")
         # SAM publishes a version per deploy behind the alias `live`; the function URL points at the
         # alias, so warm (provisioned) instances serve switches and a deploy swaps them atomically.

@@ -1,5 +1,6 @@
 """Every per-stage setting in one place. `make deploy STAGE=prod` picks one by name."""
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -10,6 +11,10 @@ class Stage:
     production: bool                 # deletion protection, tables and secret retained on stack delete
     log_retention: str               # aws_logs.RetentionDays member, e.g. TWO_WEEKS
     authorize_p99_ms: int            # alarm when the switch function's p99 duration exceeds this
+    # Optional custom domain for the REST API (an ACM certificate in the stack's region). Switches use
+    # the function URL, which has no custom domain without a CloudFront distribution in front.
+    api_domain: Optional[str] = None
+    api_certificate_arn: Optional[str] = None
 
 
 STAGES = {

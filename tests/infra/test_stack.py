@@ -196,3 +196,22 @@ def test_the_packaged_code_has_no_compiled_modules_so_arm64_is_safe(synthesized)
         assert any(n.startswith("chalicelib/entrypoints/switch") for n in names)
         assert not [n for n in names if n.endswith((".so", ".pyd", ".dylib"))], bundle
         assert not [n for n in names if n.startswith(("infra/", "tests/", "integrations/"))], bundle
+
+
+def test_a_stage_with_a_custom_domain_maps_the_rest_api_to_it(tmp_path, monkeypatch):
+    import dataclasses
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    from infra.app import build
+    edge = dataclasses.replace(STAGES["prod"], name="edge", api_domain="api.example.com",
+                               api_certificate_arn="arn:aws:acm:us-east-1:111122223333:certificate/abc")
+    environ = dict(os.environ)        # chalice's packager sets the stage's variables in this process
+    try:
+        stack = build(edge, outdir=str(tmp_path / "out")).synth().get_stack_by_name("cascade-edge")
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    template = Template.from_json(stack.template)
+    template.has_resource_properties("AWS::ApiGateway::DomainName", Match.object_like({"DomainName": "api.example.com"}))
+    template.resource_count_is("AWS::ApiGateway::BasePathMapping", 1)
