@@ -132,10 +132,13 @@ class CascadeStack(Stack):
             return cloudwatch.Metric(namespace="AWS/Lambda", metric_name=metric, statistic=statistic,
                                      dimensions_map={"FunctionName": names[fn]}, period=Duration.minutes(5))
 
-        def table_metric(logical, metric):
+        def table_metric(logical, metric, operation=None):
+            # Throttle events and conflicts are published per table; SystemErrors per table and operation.
+            dimensions = {"TableName": self.tables[logical].table_name}
+            if operation:
+                dimensions["Operation"] = operation
             return cloudwatch.Metric(namespace="AWS/DynamoDB", metric_name=metric, statistic="Sum",
-                                     dimensions_map={"TableName": self.tables[logical].table_name},
-                                     period=Duration.minutes(5))
+                                     dimensions_map=dimensions, period=Duration.minutes(5))
 
         action = cloudwatch_actions.SnsAction(self.alarm_topic)
         specs = [
@@ -147,14 +150,15 @@ class CascadeStack(Stack):
             ("SweeperErrors", fn_metric("sweeper", "Errors"), 1, "expired holds are not being released"),
         ]
         for logical in self.tables:
+            name = logical.capitalize()
             specs += [
-                (f"{logical.capitalize()}Throttles", table_metric(logical, "ThrottledRequests"), 1,
-                 f"{logical}: DynamoDB throttled requests"),
-                (f"{logical.capitalize()}TransactionConflicts", table_metric(logical, "TransactionConflict"), 50,
-                 f"{logical}: transactions cancelled by conflicts (a hot reseller item?)"),
-                (f"{logical.capitalize()}SystemErrors", table_metric(logical, "SystemErrors"), 1,
-                 f"{logical}: DynamoDB internal errors"),
+                (f"{name}ReadThrottles", table_metric(logical, "ReadThrottleEvents"), 1, f"{logical}: reads throttled"),
+                (f"{name}WriteThrottles", table_metric(logical, "WriteThrottleEvents"), 1, f"{logical}: writes throttled"),
+                (f"{name}TransactionConflicts", table_metric(logical, "TransactionConflict"),
+                 self.stage.conflicts_per_5min, f"{logical}: transactions cancelled by conflicts (a hot reseller item?)"),
             ]
+        specs += [(f"Core{op}SystemErrors", table_metric("core", "SystemErrors", op), 1, f"core: DynamoDB errors on {op}")
+                  for op in ("BatchGetItem", "TransactWriteItems")]
         alarms = []
         for name, metric, threshold, description in specs:
             alarm = cloudwatch.Alarm(
@@ -178,6 +182,6 @@ class CascadeStack(Stack):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="DynamoDB conflicts and throttles",
                                    left=[table_metric(t, m) for t in self.tables
-                                         for m in ("TransactionConflict", "ThrottledRequests")]),
+                                         for m in ("TransactionConflict", "WriteThrottleEvents")]),
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms),
         )

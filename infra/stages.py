@@ -11,6 +11,7 @@ class Stage:
     production: bool                 # deletion protection, tables and secret retained on stack delete
     log_retention: str               # aws_logs.RetentionDays member, e.g. TWO_WEEKS
     authorize_p99_ms: int            # alarm when the switch function's p99 duration exceeds this
+    conflicts_per_5min: int          # alarm on this many DynamoDB transaction conflicts per table in 5 minutes
     # Optional custom domain for the REST API (an ACM certificate in the stack's region). Switches use
     # the function URL, which has no custom domain without a CloudFront distribution in front.
     api_domain: Optional[str] = None
@@ -19,9 +20,9 @@ class Stage:
 
 STAGES = {
     "dev": Stage("dev", switch_memory_mb=1024, switch_provisioned=0, production=False, log_retention="TWO_WEEKS",
-                 authorize_p99_ms=500),
+                 authorize_p99_ms=500, conflicts_per_5min=50),
     "prod": Stage("prod", switch_memory_mb=1024, switch_provisioned=2, production=True, log_retention="THREE_MONTHS",
-                  authorize_p99_ms=250),
+                  authorize_p99_ms=250, conflicts_per_5min=300),
 }
 
 

@@ -169,11 +169,17 @@ def test_operator_alarms_notify_the_topic_and_a_dashboard_exists(synthesized):
     template, _ = synthesized["prod"]
     alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
     for name in ("SwitchErrors", "SwitchThrottles", "SwitchP99", "SweeperErrors", "CoreTransactionConflicts",
-                 "CoreThrottles"):
+                 "CoreReadThrottles", "CoreWriteThrottles", "CoreTransactWriteItemsSystemErrors"):
         assert f"cascade-prod-{name}" in alarms, name
     assert alarms["cascade-prod-SwitchP99"]["ExtendedStatistic"] == "p99"
     assert alarms["cascade-prod-SwitchP99"]["Threshold"] == STAGES["prod"].authorize_p99_ms
     assert all(a["AlarmActions"] for a in alarms.values())
+    assert alarms["cascade-prod-CoreTransactionConflicts"]["Threshold"] == STAGES["prod"].conflicts_per_5min
+    # Only metrics DynamoDB publishes with exactly these dimensions can ever leave INSUFFICIENT_DATA.
+    dims = {a["MetricName"]: sorted(d["Name"] for d in a["Dimensions"]) for a in alarms.values()
+            if a.get("Namespace") == "AWS/DynamoDB"}
+    assert dims == {"ReadThrottleEvents": ["TableName"], "WriteThrottleEvents": ["TableName"],
+                    "TransactionConflict": ["TableName"], "SystemErrors": ["Operation", "TableName"]}
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
     template.resource_count_is("AWS::SNS::Topic", 1)
 
