@@ -27,6 +27,10 @@ def main(argv=None):
         seed = parse_seed(args.seed.read_text())
     except InvalidSeed as exc:
         sys.exit(f"{args.seed}: {exc}")
+    published = [k["id"] for k in seed.switch_keys if k["key"].startswith("csk_demo_")]
+    if published:
+        sys.exit(f"{args.seed}: switch key {published[0]!r} is the published demo key; a deployed stage must "
+                 "not accept it. Remove switch_keys and issue keys with scripts/switch_keys.py --stage.")
     write_seed(seed)
     print(f"loaded {len(seed.accounts)} accounts, {len(seed.tariffs)} tariffs into cascade-{args.stage}-*")
 
