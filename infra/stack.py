@@ -3,7 +3,7 @@ pepper secret, one least-privilege role per function, alarms and a dashboard."""
 import pathlib
 from typing import Optional
 
-from aws_cdk import ArnFormat, CfnOutput, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -31,6 +31,12 @@ SWEEPER_ACCESS = {
     "core": ["dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
              "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
 }
+# Each function: Chalice's logical id, memory in MB (None: the stage's switch memory), timeout in s, data access.
+FUNCTIONS = {
+    "api": ("APIHandler", 256, 10, SWITCH_ACCESS),        # the REST API serves the same switch routes
+    "switch": ("Switch", None, 10, SWITCH_ACCESS),
+    "sweeper": ("Sweeper", 512, 300, SWEEPER_ACCESS),
+}
 
 
 class CascadeStack(Stack):
@@ -50,16 +56,12 @@ class CascadeStack(Stack):
                                                                         exclude_punctuation=True),
             removal_policy=keep)
 
-        names = {fn: f"{prefix}{fn}" for fn in ("api", "switch", "sweeper")}
-        self.log_groups = {fn: logs.LogGroup(self, f"{fn.capitalize()}Logs", log_group_name=f"/aws/lambda/{name}",
-                                             retention=logs.RetentionDays[stage.log_retention],
-                                             removal_policy=keep)
-                           for fn, name in names.items()}
-        self.roles = {
-            "api": self._role("api", SWITCH_ACCESS),          # the REST API serves the same switch routes
-            "switch": self._role("switch", SWITCH_ACCESS),
-            "sweeper": self._role("sweeper", SWEEPER_ACCESS),
-        }
+        names = {fn: f"{prefix}{fn}" for fn in FUNCTIONS}
+        self.log_groups, self.roles = {}, {}
+        for fn, (_, _, _, access) in FUNCTIONS.items():
+            self.log_groups[fn] = logs.LogGroup(self, f"{fn.capitalize()}Logs", log_group_name=f"/aws/lambda/{names[fn]}",
+                                                retention=logs.RetentionDays[stage.log_retention], removal_policy=keep)
+            self.roles[fn] = self._role(fn, access, self.log_groups[fn])
 
         self.app = Chalice(self, "App", source_dir=str(ROOT), stage_config={
             "api_gateway_stage": "api",
@@ -78,13 +80,12 @@ class CascadeStack(Stack):
         })
         # Chalice reads per-function settings only from .chalice/config.json's own stages, so each
         # function's role, memory and timeout are set on the packaged resources instead.
-        sizes = {"api": (256, 10), "switch": (stage.switch_memory_mb, 10), "sweeper": (512, 300)}
-        for logical, fn in (("APIHandler", "api"), ("Switch", "switch"), ("Sweeper", "sweeper")):
+        for fn, (logical, memory, timeout, _) in FUNCTIONS.items():
             function = self.app.get_resource(logical)
             function.add_property_override("FunctionName", names[fn])
             function.add_property_override("Role", self.roles[fn].role_arn)
-            function.add_property_override("MemorySize", sizes[fn][0])
-            function.add_property_override("Timeout", sizes[fn][1])
+            function.add_property_override("MemorySize", memory or stage.switch_memory_mb)
+            function.add_property_override("Timeout", timeout)
             # Pure-Python dependencies only (pynamodb, powertools): Graviton is cheaper per GB-second.
             function.add_property_override("Architectures", ["arm64"])
             function.add_resource_dependency(self.log_groups[fn].node.default_child)   # retention set before logs
@@ -109,7 +110,7 @@ class CascadeStack(Stack):
         CfnOutput(self, "PepperSecretName", value=self.pepper_name)
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
 
-    def _role(self, fn: str, access: dict) -> iam.Role:
+    def _role(self, fn: str, access: dict, log_group: logs.LogGroup) -> iam.Role:
         role = iam.Role(self, f"{fn.capitalize()}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                         description=f"cascade {self.stage.name} {fn} function: only what it uses")
         for logical, actions in access.items():
@@ -121,9 +122,7 @@ class CascadeStack(Stack):
             role.add_to_policy(iam.PolicyStatement(actions=actions, resources=resources))
         role.add_to_policy(iam.PolicyStatement(
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-            resources=[self.format_arn(service="logs", resource="log-group",
-                                       resource_name=f"/aws/lambda/cascade-{self.stage.name}-{fn}:*",
-                                       arn_format=ArnFormat.COLON_RESOURCE_NAME)]))
+            resources=[log_group.log_group_arn]))
         self.pepper.grant_read(role)
         return role
 

@@ -16,27 +16,29 @@ from chalicelib.adapters.dynamo.models import ALL_MODELS, TTL_ATTRIBUTES, logica
 from infra.stages import STAGES  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def synthesized(tmp_path_factory):
-    """{stage: (Template, template path)}; synth writes chalice.out/ into the cwd, so run it elsewhere."""
-    out = {}
-    cwd, environ = os.getcwd(), dict(os.environ)     # chalice's packager sets the stage's variables
-    work = tmp_path_factory.mktemp("synth")
+def synth(stage, workdir):
+    """Synthesize one stage offline into workdir: (Template, template path). Chalice's packager writes
+    chalice.out/ into the cwd and sets the stage's variables in this process, so both are undone."""
+    from infra.app import build
+    cwd, environ = os.getcwd(), dict(os.environ)
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     try:
-        os.chdir(work)
-        from infra.app import build
-        for name in ("dev", "prod"):
-            app = build(name, outdir=str(work / name))
-            assembly = app.synth()
-            stack = assembly.get_stack_by_name(f"cascade-{name}")
-            out[name] = (Template.from_json(stack.template), work / name / stack.template_file)
+        os.chdir(workdir)
+        name = getattr(stage, "name", stage)
+        stack = build(stage, outdir=str(workdir / name)).synth().get_stack_by_name(f"cascade-{name}")
+        return Template.from_json(stack.template), workdir / name / stack.template_file
     finally:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environ)
-    return out
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory):
+    """{stage: (Template, template path)}"""
+    work = tmp_path_factory.mktemp("synth")
+    return {name: synth(name, work) for name in ("dev", "prod")}
 
 
 def resources(template: Template, kind: str) -> dict:
@@ -204,20 +206,10 @@ def test_the_packaged_code_has_no_compiled_modules_so_arm64_is_safe(synthesized)
         assert not [n for n in names if n.startswith(("infra/", "tests/", "integrations/"))], bundle
 
 
-def test_a_stage_with_a_custom_domain_maps_the_rest_api_to_it(tmp_path, monkeypatch):
+def test_a_stage_with_a_custom_domain_maps_the_rest_api_to_it(tmp_path):
     import dataclasses
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    from infra.app import build
     edge = dataclasses.replace(STAGES["prod"], name="edge", api_domain="api.example.com",
                                api_certificate_arn="arn:aws:acm:us-east-1:111122223333:certificate/abc")
-    environ = dict(os.environ)        # chalice's packager sets the stage's variables in this process
-    try:
-        stack = build(edge, outdir=str(tmp_path / "out")).synth().get_stack_by_name("cascade-edge")
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-    template = Template.from_json(stack.template)
+    template, _ = synth(edge, tmp_path)
     template.has_resource_properties("AWS::ApiGateway::DomainName", Match.object_like({"DomainName": "api.example.com"}))
     template.resource_count_is("AWS::ApiGateway::BasePathMapping", 1)
