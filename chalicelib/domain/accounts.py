@@ -33,7 +33,11 @@ class TreeSettings:
     """Per-tree settings, kept on the root account."""
     max_depth: int = 5                  # reseller levels between the root and a client
     max_duration: int = 3 * 3600        # cap on any authorized call, seconds
-    hold_grace: int = 600               # a hold unreleased this long after its granted time is swept
+    # A hold unreleased this long after its granted time is swept. One hour: the Kamailio integration
+    # retries a completion after 1, 2, 4, 8, 16 s and then every minute, so this covers its reports
+    # through a Cascade outage of about an hour; a shorter grace turns more of them into late bills
+    # (billed all the same, possibly below a floor), a longer one keeps a lost call's money held longer.
+    hold_grace: int = 3600
     billing_mode: str = EARLY           # default for accounts that set none
     dial_plan: DialPlan = field(default_factory=DialPlan)
 
@@ -43,7 +47,7 @@ class TreeSettings:
         return cls(
             max_depth=int(data.get("max_depth", 5)),
             max_duration=int(data.get("max_duration", 3 * 3600)),
-            hold_grace=int(data.get("hold_grace", 600)),
+            hold_grace=int(data.get("hold_grace", 3600)),
             billing_mode=data.get("billing_mode", EARLY),
             dial_plan=DialPlan.from_dict(data.get("dial_plan")),
         )
@@ -84,6 +88,16 @@ class Account:
         if self.billing_type == PREPAID_SOFT:
             return None
         return -self.credit_limit if self.billing_type == POSTPAID else ZERO
+
+    @property
+    def shortfall(self) -> Decimal:
+        """How far the account is below its floor (what it may spend is negative), 0 when it is not or
+        has no floor. Only a debit no hold guarded gets here: a late completion, an over_max billsec,
+        late billing with calls in parallel. Until it is paid back, every call is refused
+        (insufficient_funds): nothing is available."""
+        if self.floor is None:
+            return ZERO
+        return max(ZERO, -self.available)
 
     @property
     def is_commission_reseller(self) -> bool:

@@ -39,20 +39,31 @@ def complete_route(call_id):
 @logger.inject_lambda_context(clear_state=True)
 def switch_function(event, context):
     """Lambda function URL (payload 2.0): POST /authorize and POST /calls/{call_id}/complete."""
-    import base64
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        body = base64.b64decode(body)
-    path = event.get("rawPath") or ""
-    method = event.get("requestContext", {}).get("http", {}).get("method", "POST")
-    headers = event.get("headers") or {}
-    if method != "POST":
-        status, payload = 405, {"error": "method_not_allowed", "message": "POST only"}
-    elif path == "/authorize":
-        status, payload = switch_http.authorize(headers, body)
-    elif path.startswith("/calls/") and path.endswith("/complete"):
-        status, payload = switch_http.complete(headers, path[len("/calls/"):-len("/complete")], body)
-    else:
-        status, payload = 404, {"error": "not_found", "message": f"no route {path}"}
+    status, payload = _function_url(event if isinstance(event, dict) else {})
     return {"statusCode": status, "headers": {"Content-Type": "application/json"},
             "body": switch_http.dumps(payload)}
+
+
+def _function_url(event: dict):
+    import base64
+    import binascii
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, dict) else None
+    method = http.get("method", "POST") if isinstance(http, dict) else "POST"
+    path = event.get("rawPath")
+    headers = event.get("headers") if isinstance(event.get("headers"), dict) else {}
+    body = event.get("body") or ""
+    if not isinstance(path, str) or not isinstance(body, str):
+        return 400, {"error": "invalid_request", "field": "body", "message": "body must be a JSON object"}
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return 400, {"error": "invalid_request", "field": "body", "message": "body is not valid base64"}
+    if method != "POST":
+        return 405, {"error": "method_not_allowed", "message": "POST only"}
+    if path == "/authorize":
+        return switch_http.authorize(headers, body)
+    if path.startswith("/calls/") and path.endswith("/complete") and len(path) >= len("/calls//complete"):
+        return switch_http.complete(headers, path[len("/calls/"):-len("/complete")], body)
+    return 404, {"error": "not_found", "message": "no such route"}

@@ -22,6 +22,17 @@ class Unauthorized(Exception):
     """Missing, unknown or revoked switch key."""
 
 
+CALL_ID_IN_USE = "call_id_in_use"   # another request (switch, account or number) already has this id
+CALL_ENDED = "call_ended"           # this very call was already completed or expired: never granted again
+
+
+class CallIdInUse(Exception):
+    """The call id is taken and this request may not reuse it; nothing was written."""
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class AuthorizeRequest:
     account: str
@@ -48,8 +59,9 @@ def deny(reason: str) -> Answer:
 def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
                    clock: Callable[[], float] = time.time) -> Answer:
     found = store.lookup(request.account, key_hash)
-    if not found.key_active:
+    if not found.key.active:
         raise Unauthorized()
+    switch_id = found.key.switch_id
     if found.route is None:
         return deny(authz.ACCOUNT_UNKNOWN)
     route, refreshed = found.route, False
@@ -61,7 +73,7 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
             return deny(authz.INVALID_DESTINATION)
         snap = store.load(route, number, request.call_id, now)
         if snap.call is not None:
-            return Answer(200, snap.call.answer)
+            return _repeat(snap.call, switch_id, route.client_id, number)
         if not route.matches(snap.accounts):
             if refreshed:
                 raise StoreBusy("the account tree changed while authorizing")
@@ -81,12 +93,13 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
             return deny(decision.reason)
-        call = _call_record(request, route, number, decision, now, settings.hold_grace)
+        call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id)
         try:
             store.place_holds(call, (found.identity, route) if refreshed else None)
         except DuplicateCall:
+            # A concurrent request with this id wrote first: a repeat of ours, or someone else's.
             existing, _ = store.find_call(request.call_id, None)
-            return Answer(200, existing.answer)
+            return _repeat(existing, switch_id, route.client_id, number)
         except Refused as refusal:
             log.info("call %s: %s (attempt %d), re-reading", request.call_id, refusal, attempt + 1)
             continue
@@ -94,8 +107,22 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
     raise StoreBusy(f"holds for call {request.call_id} kept being refused")
 
 
+def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: str) -> Answer:
+    """An id seen before. Only the same request (switch, account, number) of a call still in progress
+    gets its first answer back; anything else would connect a call that no hold pays for."""
+    if not call.same_request(switch_id, client_id, number):
+        log.warning("call %s: id reused by another request", call.call_id,
+                    extra={"event": "call_id_reused", "call_id": call.call_id})
+        raise CallIdInUse(CALL_ID_IN_USE)
+    if call.status != HELD:
+        log.warning("call %s: authorize repeated after the call ended (%s)", call.call_id, call.status,
+                    extra={"event": "call_id_reused", "call_id": call.call_id})
+        raise CallIdInUse(CALL_ENDED)
+    return Answer(200, call.answer)
+
+
 def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Grant, now: int,
-                 grace: int) -> CallRecord:
+                 grace: int, switch_id: Optional[str]) -> CallRecord:
     rate = grant.client_rate
     answer = {
         "authorized": True, "max_duration": grant.max_duration, "call_id": request.call_id,
@@ -107,5 +134,5 @@ def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Gr
         call_id=request.call_id, status=HELD, account=request.account, client_id=route.client_id,
         destination=request.destination, number=number, caller_id=request.caller_id, authorized_at=now,
         max_duration=grant.max_duration, expires_at=now + grant.max_duration + grace,
-        levels=grant.levels, answer=answer,
+        levels=grant.levels, answer=answer, switch_id=switch_id,
     )

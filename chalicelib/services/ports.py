@@ -1,10 +1,11 @@
 """What the services need from storage. The DynamoDB adapter implements both; the balance half is a
 port of its own because how hot resellers are held is expected to change."""
-from typing import Iterable, List, Optional, Protocol, Tuple
+from typing import Dict, Iterable, List, Optional, Protocol, Tuple
 
+from chalicelib.domain.accounts import Account
 from chalicelib.domain.settlement import LevelCharge
 
-from .records import CallRecord, Lookup, Route, Snapshot
+from .records import CallRecord, KeyCheck, Lookup, Route, Snapshot
 
 
 class Refused(Exception):
@@ -30,8 +31,9 @@ class Directory(Protocol):
     def lookup(self, account_ref: str, key_hash: str) -> Lookup: ...
     def resolve_route(self, client_id: str) -> Optional[Route]: ...
     def load(self, route: Route, number: str, call_id: str, now: int) -> Snapshot: ...
-    def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], bool]: ...
+    def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], KeyCheck]: ...
     def expired_calls(self, now: int) -> Iterable[CallRecord]: ...
+    def accounts(self, account_ids: List[str]) -> Dict[str, Account]: ...
 
 
 class BalanceStore(Protocol):

@@ -66,6 +66,21 @@ class CallRecord:
     answer: dict
     caller_id: Optional[str] = None
     result: Optional[dict] = None
+    switch_id: Optional[str] = None   # the key id of the switch that authorized it (None: recorded before calls carried it)
+
+    def visible_to(self, switch_id: Optional[str]) -> bool:
+        """A switch sees only the calls it authorized itself (all keys of one switch id alike)."""
+        return self.switch_id is None or self.switch_id == switch_id
+
+    def same_request(self, switch_id: Optional[str], client_id: str, number: str) -> bool:
+        """The fingerprint of an idempotent repeat: the same switch, paying account and dialled number."""
+        return self.visible_to(switch_id) and self.client_id == client_id and self.number == number
+
+    @property
+    def applied(self) -> Tuple[int, str]:
+        """(billsec, disposition) of the completion that billed it."""
+        result = self.result or {}
+        return int(result.get("billsec", -1)), str(result.get("disposition", ""))
 
 
 @dataclass
@@ -79,7 +94,15 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class KeyCheck:
+    """A switch key as read with the request: whether it may be used, and the switch it belongs to.
+    Every key of one switch shares its id, so a rotation keeps the switch's calls reachable."""
+    active: bool
+    switch_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Lookup:
-    key_active: bool
+    key: KeyCheck
     route: Optional[Route]
     identity: Optional[str] = None

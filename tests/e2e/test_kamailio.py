@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 
+from chalicelib.adapters.dynamo.store import call_key
 from tests.e2e.gate import FLAKY_FAILURES, SLOW_SECONDS, Gate
 from tests.e2e.sip import Switch, missing_tools
 from tests.e2e.stack import LocalStack
@@ -54,7 +55,8 @@ class World:
         return self.core.get_item(Key={"pk": "ACC#" + account_id, "sk": "#"})["Item"]
 
     def call(self, call_id: str):
-        return self.core.get_item(Key={"pk": "CALL#" + call_id, "sk": "#"}).get("Item")
+        pk, sk = call_key(call_id)
+        return self.core.get_item(Key={"pk": pk, "sk": sk}).get("Item")
 
     def cdrs_of(self, call_id: str) -> dict:
         rows = {}

@@ -40,7 +40,8 @@ def account(account_id: str):
 
 def call_item(call_id: str):
     from chalicelib.adapters.dynamo.models import CallItem
-    return CallItem.get("CALL#" + call_id, "#")
+    from chalicelib.adapters.dynamo.store import call_key
+    return CallItem.get(*call_key(call_id))
 
 
 def ledger(account_id: str) -> List:

@@ -34,10 +34,10 @@ def test_reservation_is_released_by_the_sweeper_and_becomes_spend_on_a_late_comp
     assert refused.body == {"authorized": False, "reason": "daily_limit"}
 
     # WHEN the sweeper expires the call, THEN the reservation is released
-    assert sweep_expired_holds(store, clock=lambda: T0 + 150 + 600 + 1) == 1
+    assert sweep_expired_holds(store, clock=lambda: T0 + 150 + 3600 + 1) == 1
     assert day_counter("acme") == (D("0"), None)
 
     # WHEN its completion arrives after all (42 s), THEN exactly its cost is counted as spent
-    result = complete_call(store, "lim-1", 42, "ANSWERED", digest, clock=lambda: T0 + 900)
+    result = complete_call(store, "lim-1", 42, "ANSWERED", digest, clock=lambda: T0 + 3900)
     assert result["late"] is True and result["charged"] == "1.400000"
     assert day_counter("acme") == (D("1.40"), D("1.40"))

@@ -3,7 +3,7 @@ then still bill a completion that arrives after all).
 
 Prices (demo/seed.json, prefix 1555, 1 s / 1 s): acme pays cumulus 2.00/min, cumulus pays borealis
 1.44/min (1.20 + 20 %), borealis pays atlas 1.20/min, atlas pays admin 0.60/min, admin's cost 0.30/min.
-Tree settings: max_duration 10800 s, hold_grace 600 s.
+Tree settings: max_duration 10800 s, hold_grace 3600 s.
 """
 import time
 from decimal import Decimal as D
@@ -16,7 +16,7 @@ from tests.integration.helpers import (ALL_DEMO, DEMO_CHAIN, account, assert_led
 
 NUMBER = "15551230001"
 CHARGED = DEMO_CHAIN[:-1]          # acme, cumulus, borealis, atlas (the root is not charged)
-HOLD_GRACE = 600
+HOLD_GRACE = 3600
 
 
 def sweep(at):
@@ -177,13 +177,13 @@ def test_sweeper_leaves_completed_and_unexpired_calls_alone(client):
 
 def test_scheduled_sweeper_lambda_releases_a_hold_that_expired_in_the_past(client):
     """The scheduled function (real clock) over a call authorized, by the service with a fixed clock, long
-    enough ago that its hold has expired: 2000 s ago > 600 s granted + 600 s grace."""
+    enough ago that its hold has expired: 5000 s ago > 600 s granted + 3600 s grace."""
     from chalicelib.adapters.dynamo.store import DynamoStore
     from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
     from chalicelib.services.switch_keys import key_hash
 
     load(demo_seed())
-    past = int(time.time()) - 2000
+    past = int(time.time()) - 5000
     answer = authorize_call(DynamoStore(), AuthorizeRequest("1001", NUMBER, "old-1"), key_hash(DEMO_KEY),
                             clock=lambda: past)
     assert answer.status == 200 and answer.body["max_duration"] == 600

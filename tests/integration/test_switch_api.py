@@ -64,9 +64,10 @@ def test_same_call_id_authorized_twice_answers_the_same_and_holds_once(client):
     for name in DEMO_CHAIN:
         assert len(cdrs(name)) == 1, name
 
-    # AND a retried completion with different numbers still returns the recorded result
+    # AND a completion with different numbers is a conflict: 409 carrying the result that stands
     done3 = post_complete(client, "dup-1", 600, "ANSWERED")
-    assert body_of(done3) == body_of(done1)
+    assert done3.status_code == 409
+    assert body_of(done3)["error"] == "completion_conflict" and body_of(done3)["applied"] == body_of(done1)
     assert account("acme").balance == D("18.00")
 
     assert_ledger_invariant(ALL_DEMO)

@@ -9,11 +9,12 @@ caller identities, switch keys, tariffs and their rate groups, calls and usage c
     KEY#<hmac>       #             switch_key  a switch API key, stored as HMAC-SHA256 only
     TRF#<id>         #             tariff      header: owner, kind, markup
     TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.group_of)
-    CALL#<call_id>   #             call        frozen levels, holds, status; sparse HELD index
+    CALL#<h(call_id)> #            call        frozen levels, holds, status, switch; sparse HELD index
     CPS#<acct>       <epoch s>     counter     calls started in that second (TTL)
     SPEND#<acct>     D#<day>|M#<m> counter     money used that UTC day / month by calls authorized then (TTL)
 
 ``ledger`` and ``cdrs`` are partitioned by account id and written only inside the money transactions.
+``h(text)`` is ``store.text_key``: 32 hex digits of SHA-256, for any key part a switch or caller chose.
 """
 import json
 import os
@@ -141,6 +142,7 @@ class CallItem(CoreItem, discriminator="call"):
     destination = UnicodeAttribute()
     number = UnicodeAttribute()
     caller_id = UnicodeAttribute(null=True)
+    switch_id = UnicodeAttribute(null=True)         # key id of the switch that authorized it
     authorized_at = NumberAttribute()
     max_duration = NumberAttribute()
     levels = JSONTextAttribute()
@@ -163,12 +165,13 @@ class LedgerEntryItem(Model):
         logical_name = "ledger"
         table_name = table_name(logical_name)
     account_id = UnicodeAttribute(hash_key=True)
-    entry_id = UnicodeAttribute(range_key=True)      # <ISO time>#<ref>#<kind>: sorts by time, unique per movement
+    entry_id = UnicodeAttribute(range_key=True)      # <ISO time>#<h(ref)>#<kind>: sorts by time, unique per movement
     amount = DecimalAttribute()
     entry_kind = UnicodeAttribute()                 # opening, topup, call, commission, adjustment
     ref = UnicodeAttribute()
     created_at = UnicodeAttribute()
     description = UnicodeAttribute(default="")
+    late = BooleanAttribute(null=True)              # a call billed after its hold was swept (true, or absent)
 
 
 class CdrItem(Model):
@@ -177,7 +180,7 @@ class CdrItem(Model):
         logical_name = "cdrs"
         table_name = table_name(logical_name)
     account_id = UnicodeAttribute(hash_key=True)
-    cdr_id = UnicodeAttribute(range_key=True)        # <ISO time>#<call_id>
+    cdr_id = UnicodeAttribute(range_key=True)        # <ISO time>#<h(call_id)>
     call_id = UnicodeAttribute()
     client_id = UnicodeAttribute()
     role = UnicodeAttribute()
@@ -193,6 +196,7 @@ class CdrItem(Model):
     profit = DecimalAttribute(null=True)
     over_max = BooleanAttribute(default=False)
     started_at = NumberAttribute()
+    late = BooleanAttribute(null=True)              # billed after its hold was swept (true, or absent)
 
 
 ALL_MODELS = (CoreItem, LedgerEntryItem, CdrItem)

@@ -3,6 +3,7 @@
 Round trips: authorize = BatchGetItem(identity, key) + BatchGetItem(chain, tariffs, rate groups, call,
 counters) + TransactWriteItems(holds). complete = BatchGetItem(call, key) + TransactWriteItems(debits).
 """
+import hashlib
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from chalicelib.domain.money import ZERO
 from chalicelib.domain.settlement import LevelCharge
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
 from chalicelib.services.ports import AlreadySettled, DuplicateCall, Refused, StoreBusy
-from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Lookup, Route, Snapshot
+from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, KeyCheck, Lookup, Route, Snapshot
 
 from .models import (HELD_SHARDS, AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdentityItem,
                      LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem)
@@ -53,8 +54,15 @@ def rate_group_key(tariff_id: str, group: str) -> Tuple[str, str]:
     return f"TRF#{tariff_id}", f"G#{group}"
 
 
+def text_key(text: str) -> str:
+    """A key part for text a switch or caller chose (a SIP Call-ID): 32 hex digits of its SHA-256, so
+    every key that embeds it has a fixed size whatever the text (DynamoDB refuses sort keys over
+    1,024 bytes) and cannot contain the '#' that separates key parts. The text itself is an attribute."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def call_key(call_id: str) -> Tuple[str, str]:
-    return f"CALL#{call_id}", ROOT
+    return f"CALL#{text_key(call_id)}", ROOT
 
 
 def cps_key(account_id: str, second: int) -> Tuple[str, str]:
@@ -103,8 +111,14 @@ def to_call(item: CallItem) -> CallRecord:
         destination=item.destination, number=item.number, caller_id=item.caller_id,
         authorized_at=int(item.authorized_at), max_duration=int(item.max_duration),
         expires_at=int(item.expires_at or 0), levels=[Level.from_dict(d) for d in item.levels],
-        answer=item.answer, result=item.result,
+        answer=item.answer, result=item.result, switch_id=item.switch_id,
     )
+
+
+def key_check(item: Optional[SwitchKeyItem]) -> KeyCheck:
+    if item is None:
+        return KeyCheck(active=False)
+    return KeyCheck(active=item.status == "active", switch_id=item.key_id)
 
 
 def with_retries(operation, what: str, attempts: int = 6, base: float = 0.02, cap: float = 0.5):
@@ -172,7 +186,7 @@ class DynamoStore:
         key = next((i for i in items if isinstance(i, SwitchKeyItem)), None)
         ident = next((i for i in items if isinstance(i, IdentityItem)), None)
         route = Route.from_dict(ident.client_id, ident.route) if ident else None
-        return Lookup(key_active=key is not None and key.status == "active", route=route, identity=account_ref)
+        return Lookup(key=key_check(key), route=route, identity=account_ref)
 
     def resolve_route(self, client_id: str) -> Optional[Route]:
         """Walk up from the client one account at a time (the slow path, taken only when a cached
@@ -226,15 +240,23 @@ class DynamoStore:
             )
         return Snapshot(accounts=accounts, tariffs=tariffs, books=books, usage=usage, call=call)
 
-    def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], bool]:
+    def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], KeyCheck]:
+        """The call and, when ``key_hash`` is given, the key presented with it (None: a trusted caller,
+        the sweeper or a re-read after a lost race)."""
         keys = [call_key(call_id)] + ([switch_key_key(key_hash)] if key_hash else [])
-        call, key_active = None, key_hash is None
+        call, key = None, None
         for item in CoreItem.batch_get(keys, consistent_read=True):
             if isinstance(item, CallItem):
                 call = to_call(item)
             elif isinstance(item, SwitchKeyItem):
-                key_active = item.status == "active"
-        return call, key_active
+                key = item
+        return call, key_check(key) if key_hash else KeyCheck(active=True)
+
+    def accounts(self, account_ids: List[str]) -> Dict[str, Account]:
+        if not account_ids:
+            return {}
+        return {item.id: to_account(item) for item in
+                AccountItem.batch_get([account_key(a) for a in account_ids], consistent_read=True)}
 
     def expired_calls(self, now: int) -> Iterable[CallRecord]:
         for shard in range(HELD_SHARDS):
@@ -309,7 +331,7 @@ class DynamoStore:
             pk, sk, call_id=call.call_id, status=call.status, account=call.account, client_id=call.client_id,
             destination=call.destination, number=call.number, caller_id=call.caller_id,
             authorized_at=call.authorized_at, max_duration=call.max_duration,
-            levels=[l.to_dict() for l in call.levels], answer=call.answer,
+            levels=[l.to_dict() for l in call.levels], answer=call.answer, switch_id=call.switch_id,
             held_shard=f"HELD#{hash_shard(call.call_id)}", expires_at=call.expires_at,
         )
 
@@ -349,11 +371,12 @@ class DynamoStore:
             actions.append(AccountItem.active_calls.add(-1))
         if actions:
             tx.update(AccountItem(*account_key(level.account_id)), actions)
+        late = True if call.status == EXPIRED else None    # stored only when true
         for amount, kind in ((-charge.cost, "call"), (charge.commission, "commission")):
             if amount:
-                tx.save(LedgerEntryItem(level.account_id, f"{stamp}#{call.call_id}#{kind}", amount=amount,
-                                        entry_kind=kind, ref=call.call_id, created_at=stamp,
-                                        description=f"call to {call.number}"),
+                tx.save(LedgerEntryItem(level.account_id, f"{stamp}#{text_key(call.call_id)}#{kind}", amount=amount,
+                                        entry_kind=kind, ref=call.call_id, created_at=stamp, late=late,
+                                        description=("late call to " if late else "call to ") + call.number),
                         condition=LedgerEntryItem.account_id.does_not_exist())
         # The reservation made at authorize becomes the real spend (an expired call's was released).
         for _, key, _, _, reserve in limit_counters(level, call):
@@ -366,12 +389,12 @@ class DynamoStore:
     def _cdr(call: CallRecord, level: Level, charge: LevelCharge, billsec: int, disposition: str,
              stamp: str) -> CdrItem:
         return CdrItem(
-            level.account_id, f"{stamp}#{call.call_id}", call_id=call.call_id, client_id=call.client_id,
+            level.account_id, f"{stamp}#{text_key(call.call_id)}", call_id=call.call_id, client_id=call.client_id,
             role=level.role, destination=call.number, prefix=level.rate.prefix,
             destination_name=level.rate.name, disposition=disposition, billsec=billsec,
             billed_seconds=charge.billed_seconds, buy=charge.cost, sell=charge.sell,
             commission=charge.commission, profit=charge.profit, over_max=billsec > call.max_duration,
-            started_at=call.authorized_at,
+            started_at=call.authorized_at, late=True if call.status == EXPIRED else None,
         )
 
     def release(self, call: CallRecord, now: int) -> bool:
@@ -413,4 +436,4 @@ def limit_counters(level: Level, call: CallRecord):
 
 
 def hash_shard(call_id: str) -> int:
-    return zlib.crc32(call_id.encode()) % HELD_SHARDS
+    return zlib.crc32(call_id.encode("utf-8")) % HELD_SHARDS
