@@ -1,8 +1,9 @@
 """`make run`: Cascade on the embedded local stack.
 
 moto in server mode stands in for DynamoDB, behind one lock so each request is atomic as on AWS (moto
-alone is not). `chalice local` serves the API against it; a thread runs the hold sweeper every minute
-(chalice local does not run schedules). Ctrl-C stops everything.
+alone is not). scripts/local_api.py serves the API against it in a process of its own (chalice's local
+gateway, with a listen backlog for a switch lab's load instead of `chalice local`'s 5); a thread runs
+the hold sweeper every minute (nothing local runs schedules). Ctrl-C stops everything.
 """
 import json
 import os
@@ -44,13 +45,16 @@ class OneAtATime:
 
 def start_moto():
     from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import WSGIRequestHandler, make_server
+    from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
     class Quiet(WSGIRequestHandler):
         def log_request(self, *args, **kwargs):
             pass
-    server = make_server("127.0.0.1", MOTO_PORT, OneAtATime(DomainDispatcherApplication(create_backend_app)),
-                         threaded=True, request_handler=Quiet)
+
+    class Server(ThreadedWSGIServer):
+        request_queue_size = 1024     # the API process opens a connection per busy thread
+    server = Server("127.0.0.1", MOTO_PORT, OneAtATime(DomainDispatcherApplication(create_backend_app)),
+                    handler=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
     return server
 
@@ -89,8 +93,8 @@ def main():
     seed = parse_seed(SEED.read_text())
     write_seed(seed)
     chalice = subprocess.Popen(
-        [str(pathlib.Path(sys.executable).parent / "chalice"), "local", "--no-autoreload", "--host", "127.0.0.1",
-         "--port", str(API_PORT), "--stage", "dev"], cwd=ROOT)
+        [sys.executable, str(ROOT / "scripts" / "local_api.py"), "--host", "127.0.0.1", "--port", str(API_PORT)],
+        cwd=ROOT)
     stop = threading.Event()
 
     def shutdown(*_):
