@@ -8,13 +8,17 @@ One file, two entry points:
          <action application="lua" data="cascade.lua"/>
      POSTs /authorize. On 200 it arms `sched_hangup +<max_duration>` to run when the call is
      answered, and returns so the dialplan goes on to bridge. On anything else it rejects the call:
-     402/403 are passed on with an X-Cascade-Reason header, everything else (timeout, connection
-     error, 5xx, garbage) becomes 503: fail closed.
+     402/403 are passed on with an X-Cascade-Reason header, a 409 (the call id is another call's)
+     becomes 403 with its reason, everything else (timeout, connection error, 5xx, garbage) becomes
+     503: fail closed.
 
   2. At hangup, as the api_hangup_hook the first entry point sets:
          lua cascade.lua complete
      POSTs /calls/{call_id}/complete with billsec and a disposition mapped from the hangup cause,
-     retrying on timeouts and 5xx (Cascade makes repeats safe).
+     retrying on timeouts and 5xx (Cascade makes repeats safe). Nothing is posted for a call Cascade
+     refused (402, 403, 409).
+
+The call id sent to Cascade is the channel's uuid, not the SIP Call-ID: see authorize() below.
 
 Why api_hangup_hook and not session:setHangupHook(): a Lua hangup hook lives only as long as the
 script that set it, and this script returns before the bridge. api_hangup_hook is a channel variable,
@@ -30,7 +34,8 @@ Settings: channel variables, falling back to global variables (vars.xml):
   cascade_retries      completion attempts (default 3)
   cascade_account      the paying account (default: ${sip_auth_username})
   cascade_destination  the dialled digits (default: ${destination_number})
-The script sets cascade_call_id, cascade_decision and cascade_max_duration for later use (and CDRs).
+The script sets cascade_call_id (the channel uuid), cascade_decision and cascade_max_duration for
+later use (and CDRs, which carry sip_call_id as well).
 
 JSON: the answers are parsed by the small decoder below rather than a library: FreeSWITCH ships no
 JSON module for Lua on every 1.10 build (freeswitch.JSON() is recent), lua-cjson/dkjson would be one
@@ -298,17 +303,49 @@ local function reject(code, reason)
 	end
 end
 
+-- The "reason" of a refusal, if it is a plain word (it becomes a SIP header), else `fallback`.
+local function reason_of(answer, fallback)
+	return type(answer) == "table" and type(answer.reason) == "string" and answer.reason:match("^[%w_]+$")
+		or fallback
+end
+
+-- How a call is named in the log: the Cascade call id (the uuid), and the SIP Call-ID when there is
+-- one, to find the call in SIP traces. The Call-ID is the caller's text: control characters are masked.
+local function label(call_id)
+	local sip_call_id = var("sip_call_id")
+	if not sip_call_id then
+		return call_id
+	end
+	return call_id .. " (Call-ID " .. (sip_call_id:sub(1, 256):gsub("%c", "?")) .. ")"
+end
+
 local function authorize()
 	local cfg = settings()
 	local account = var("cascade_account") or var("sip_auth_username")
 	local destination = var("cascade_destination") or var("destination_number")
-	local call_id = var("sip_call_id") or var("uuid")
+	-- The call id is the channel's uuid: FreeSWITCH makes a new one for every channel, so it names this
+	-- call attempt and nothing else, on this switch and any other. Not the SIP Call-ID: the caller
+	-- chooses it, and Cascade answers an authorize that repeats an id with the same account and number,
+	-- while that call is in progress, with the first answer and no new hold (a retry): a caller sending
+	-- one Call-ID twice would get two calls on one hold.
+	local call_id = var("uuid")
+	-- One authorization per channel. Running again on this channel (the dialplan entered again, e.g.
+	-- after a transfer) would send the same uuid: Cascade would take it as a retry of the first call
+	-- (same number: a second bridge on the first hold) or refuse it with 409 (another number). And the
+	-- dialplan has just reset cascade_decision, so the hook would report the first call FAILED, 0 s:
+	-- free. End the channel instead, with the first decision restored, so the hook bills the first call.
+	-- (A cascade_call_id copied from another channel, another uuid, is not this channel's: ask.)
+	if call_id and var("cascade_call_id") == call_id then
+		log("ERR", label(call_id) .. ": cascade.lua already ran on this channel; not asking again, ending the call")
+		session:setVariable("cascade_decision", var("cascade_max_duration") and "authorized" or "failed")
+		return reject(503, "unavailable")
+	end
 	if not cfg or not account or not destination or not call_id then
-		log("ERR", "cascade_url/cascade_api_key unset or invalid, or no account/destination/call-id: failing closed")
+		log("ERR", "cascade_url/cascade_api_key unset or invalid, or no account/destination/uuid: failing closed")
 		return reject(503, "unavailable")
 	end
 	if session:answered() then
-		log("WARNING", call_id .. ": channel already answered; billsec and the limit count from that answer")
+		log("WARNING", label(call_id) .. ": channel already answered; billsec and the limit count from that answer")
 	end
 
 	-- Arm the completion before asking. Whatever happens next (the caller cancels while we wait, the
@@ -338,18 +375,28 @@ local function authorize()
 			session:setVariable("cascade_max_duration", max)
 			-- Runs when the call is answered, so the limit counts from answer like billsec does.
 			session:setVariable("execute_on_answer", "sched_hangup +" .. max .. " ALLOTTED_TIMEOUT")
-			log("INFO", call_id .. ": authorized for " .. max .. " s")
+			log("INFO", label(call_id) .. ": authorized for " .. max .. " s")
 			return
 		end
-		log("ERR", call_id .. ": 200 without a usable max_duration: failing closed")
+		log("ERR", label(call_id) .. ": 200 without a usable max_duration: failing closed")
 	elseif status == 402 or status == 403 then
-		local reason = type(answer) == "table" and type(answer.reason) == "string"
-			and answer.reason:match("^[%w_]+$") or "refused"
+		local reason = reason_of(answer, "refused")
 		session:setVariable("cascade_decision", "refused")
-		log("INFO", call_id .. ": refused, " .. status .. " " .. reason)
+		log("INFO", label(call_id) .. ": refused, " .. status .. " " .. reason)
 		return reject(status, reason)
+	elseif status == 409 then
+		-- call_id_in_use (another call has this id: another account, number or switch) or call_ended
+		-- (this same request again, after its call ended). Cascade holds nothing for this channel, and
+		-- the id names another call: a completion would bill THAT call (a FAILED, 0 s one would make it
+		-- free). Refuse like a 403, and mark the call refused so the hook posts nothing.
+		local reason = reason_of(answer, "refused")
+		session:setVariable("cascade_decision", "refused")
+		log("WARNING", label(call_id) .. ": refused, 409 " .. reason
+			.. ": the id is another call's, no completion will be posted")
+		return reject(403, reason)
 	else
-		log("WARNING", call_id .. ": /authorize gave " .. (status == 0 and "no answer" or status) .. ": failing closed")
+		log("WARNING", label(call_id) .. ": /authorize gave " .. (status == 0 and "no answer" or status)
+			.. ": failing closed")
 	end
 	-- Fail closed. The hook still reports FAILED, which releases a hold if Cascade did authorize.
 	session:setVariable("cascade_decision", "failed")
@@ -377,14 +424,29 @@ local function ending()
 	return "0", "FAILED"
 end
 
+-- What a 409 completion_conflict says stands: "ANSWERED 42 s, charged 1.400000". The charge is
+-- copied as text, never read as a number.
+local function applied_of(body)
+	local answer = decode(body)
+	local applied = type(answer) == "table" and answer.applied
+	if type(applied) ~= "table" then
+		return "unreadable answer"
+	end
+	local disposition = type(applied.disposition) == "string" and applied.disposition:match("^[%u ]+$") or "?"
+	local text = disposition .. " " .. (json_whole(applied.billsec) or "?") .. " s"
+	local charged = type(applied.charged) == "string" and applied.charged:match("^%-?%d+%.?%d*$")
+	return charged and text .. ", charged " .. charged or text
+end
+
 local function complete()
 	local call_id, decision = var("cascade_call_id"), var("cascade_decision")
+	-- refused: 402, 403 or 409; Cascade holds nothing, and after a 409 the id is another call's.
 	if not call_id or decision == "refused" then
 		return
 	end
 	local cfg = settings()
 	if not cfg then
-		log("ERR", call_id .. ": cascade_url/cascade_api_key unset: completion not sent")
+		log("ERR", label(call_id) .. ": cascade_url/cascade_api_key unset: completion not sent")
 		return
 	end
 	local billsec, disposition = "0", "FAILED"
@@ -395,12 +457,19 @@ local function complete()
 	local path = "/calls/" .. urlencode(call_id) .. "/complete"
 	local attempts = math.max(1, cfg.retries)
 	for attempt = 1, attempts do
-		local status = post(cfg, path, body)
+		local status, reply = post(cfg, path, body)
 		if status >= 200 and status < 300 then
-			log("INFO", call_id .. ": completed, " .. disposition .. " " .. billsec .. " s")
+			log("INFO", label(call_id) .. ": completed, " .. disposition .. " " .. billsec .. " s")
+			return
+		elseif status == 409 then
+			-- completion_conflict: the call was already billed with another billsec or disposition (say a
+			-- completion posted from the CDR first). That bill stands; a retry would get the same answer.
+			log("ERR", label(call_id) .. ": completion " .. disposition .. " " .. billsec
+				.. " s conflicts with the one Cascade applied (" .. applied_of(reply) .. "), not retried")
 			return
 		elseif status >= 400 and status < 500 and status ~= 408 and status ~= 429 then
-			log("ERR", call_id .. ": completion refused with " .. status .. ", not retried")
+			-- 400, 401, 404 (unknown_call: not authorized by this switch's key) and the like: the same again.
+			log("ERR", label(call_id) .. ": completion refused with " .. status .. ", not retried")
 			return
 		end
 		-- 0 (timeout, connection error), 5xx, 408, 429: try again after a short pause.
@@ -408,7 +477,7 @@ local function complete()
 			freeswitch.msleep(500 * attempt)
 		end
 	end
-	log("ERR", call_id .. ": completion not delivered after " .. attempts .. " attempts ("
+	log("ERR", label(call_id) .. ": completion not delivered after " .. attempts .. " attempts ("
 		.. disposition .. " " .. billsec .. " s); post it from the CDR")
 end
 
