@@ -126,6 +126,29 @@ class CascadeStack(Stack):
         self.pepper.grant_read(role)
         return role
 
+    def _switch_event_metrics(self) -> dict:
+        """Metrics counted from the switch path's JSON log lines (the `event` field the services log),
+        on both functions that serve the switch routes. Log metric filters keep the switch Lambda's
+        imports as they are (no metrics library) and cost nothing per request."""
+        namespace = f"Cascade/{self.stage.name}"
+        # metric name -> (filter pattern, value): money as whole micro-units, never a float
+        filters = {
+            "LateCompletions": ('{ $.event = "late_completion" }', "1"),
+            "LateBelowFloorMicros": ('{ $.event = "late_completion" && $.below_floor_micros > 0 }',
+                                     "$.below_floor_micros"),
+            "CompletionConflicts": ('{ $.event = "completion_conflict" }', "1"),
+            "CallIdReuses": ('{ $.event = "call_id_reused" }', "1"),
+        }
+        metrics = {}
+        for metric_name, (pattern, value) in filters.items():
+            for fn in ("switch", "api"):
+                logs.MetricFilter(self, f"{fn.capitalize()}{metric_name}Filter", log_group=self.log_groups[fn],
+                                  metric_namespace=namespace, metric_name=metric_name, metric_value=value,
+                                  filter_pattern=logs.FilterPattern.literal(pattern), default_value=None)
+            metrics[metric_name] = cloudwatch.Metric(namespace=namespace, metric_name=metric_name, statistic="Sum",
+                                                     period=Duration.minutes(5))
+        return metrics
+
     def _alarms_and_dashboard(self, names: dict) -> None:
         def fn_metric(fn, metric, statistic="Sum"):
             return cloudwatch.Metric(namespace="AWS/Lambda", metric_name=metric, statistic=statistic,
@@ -140,6 +163,7 @@ class CascadeStack(Stack):
                                      dimensions_map=dimensions, period=Duration.minutes(5))
 
         action = cloudwatch_actions.SnsAction(self.alarm_topic)
+        events = self._switch_event_metrics()
         specs = [
             ("SwitchErrors", fn_metric("switch", "Errors"), 1, "the switch function raised (authorize/complete failed closed)"),
             ("SwitchThrottles", fn_metric("switch", "Throttles"), 1, "switch requests throttled: raise concurrency"),
@@ -158,6 +182,16 @@ class CascadeStack(Stack):
             ]
         specs += [(f"Core{op}SystemErrors", table_metric("core", "SystemErrors", op), 1, f"core: DynamoDB errors on {op}")
                   for op in ("BatchGetItem", "TransactWriteItems")]
+        specs += [
+            ("LateCompletions", events["LateCompletions"], self.stage.late_completions_per_5min,
+             "completions arrived after their holds were swept (a switch reported late: outage, lost spool?)"),
+            ("LateBelowFloor", events["LateBelowFloorMicros"], 1,
+             "a late completion took an account below its floor (micro-units of currency); it is blocked until paid"),
+            ("CompletionConflicts", events["CompletionConflicts"], 1,
+             "a switch reported a call again with another billsec or disposition"),
+            ("CallIdReuses", events["CallIdReuses"], self.stage.call_id_reuses_per_5min,
+             "authorize requests reused a call id of another request (replays, or a switch sending caller-chosen ids)"),
+        ]
         alarms = []
         for name, metric, threshold, description in specs:
             alarm = cloudwatch.Alarm(
@@ -177,6 +211,12 @@ class CascadeStack(Stack):
             cloudwatch.GraphWidget(title="Concurrency and throttles",
                                    left=[fn_metric("switch", "ConcurrentExecutions", "Maximum"),
                                          fn_metric("switch", "Throttles")]),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Late completions, conflicts, reused call ids",
+                                   left=[events[m] for m in ("LateCompletions", "CompletionConflicts", "CallIdReuses")]),
+            cloudwatch.GraphWidget(title="Money taken below floors by late completions (micro-units)",
+                                   left=[events["LateBelowFloorMicros"]]),
         )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="DynamoDB conflicts and throttles",

@@ -12,6 +12,12 @@ class Stage:
     log_retention: str               # aws_logs.RetentionDays member, e.g. TWO_WEEKS
     authorize_p99_ms: int            # alarm when the switch function's p99 duration exceeds this
     conflicts_per_5min: int          # alarm on this many DynamoDB transaction conflicts per table in 5 minutes
+    # Switch-path events counted from the functions' JSON logs (alarm at this many per 5 minutes):
+    # completions after the sweep, and a call id reused by another request (a replay attempt or a switch
+    # sending ids a caller can repeat). A completion that conflicts with the applied one, and any money a
+    # late completion takes below a floor, alarm at the first occurrence.
+    late_completions_per_5min: int = 1
+    call_id_reuses_per_5min: int = 10
     # Optional custom domain for the REST API (an ACM certificate in the stack's region). Switches use
     # the function URL, which has no custom domain without a CloudFront distribution in front.
     api_domain: Optional[str] = None

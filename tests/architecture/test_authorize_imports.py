@@ -41,3 +41,22 @@ def test_services_and_domain_do_not_import_adapters_or_entrypoints():
                     assert not any(name == f or name.startswith(f + ".") for f in (
                         "chalicelib.adapters", "chalicelib.entrypoints", "pynamodb", "boto3", "botocore",
                         "chalice")), f"{path.name} imports {name}"
+
+
+# What the switch Lambda may load besides the standard library and chalicelib, at import and with its
+# DynamoDB adapter (loaded on the first request). A new entry here is a new dependency on the hottest,
+# coldest-started path: justify it in the change that adds it.
+SWITCH_PACKAGES = {"aws_lambda_powertools", "botocore", "chalice", "jmespath", "typing_extensions"}
+ADAPTER_PACKAGES = SWITCH_PACKAGES | {"pynamodb", "urllib3", "dateutil", "six", "certifi", "blinker"}
+
+
+def third_party(code: str) -> set:
+    out = subprocess.check_output([sys.executable, "-c", code + "; import json, sys; print(json.dumps(sorted(sys.modules)))"],
+                                  cwd=ROOT, text=True)
+    tops = {m.split(".")[0] for m in json.loads(out)}
+    return {m for m in tops - set(sys.stdlib_module_names) if not m.startswith("_") and m != "chalicelib"}
+
+
+def test_the_switch_lambda_loads_no_package_beyond_its_known_few():
+    assert third_party("import chalicelib.entrypoints.switch") <= SWITCH_PACKAGES
+    assert third_party("import chalicelib.entrypoints.switch, chalicelib.adapters.dynamo.store") <= ADAPTER_PACKAGES

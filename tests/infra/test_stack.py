@@ -186,6 +186,35 @@ def test_operator_alarms_notify_the_topic_and_a_dashboard_exists(synthesized):
     template.resource_count_is("AWS::SNS::Topic", 1)
 
 
+def test_switch_path_events_are_counted_from_both_switch_functions_logs_and_alarmed(synthesized):
+    template, _ = synthesized["prod"]
+    groups = {logical: p["Properties"]["LogGroupName"] for logical, p in resources(template, "AWS::Logs::LogGroup").items()}
+    filters = [f["Properties"] for f in resources(template, "AWS::Logs::MetricFilter").values()]
+    by_metric = {}
+    for f in filters:
+        transformation = f["MetricTransformations"][0]
+        assert transformation["MetricNamespace"] == "Cascade/prod"
+        by_metric.setdefault(transformation["MetricName"], []).append(
+            (groups[f["LogGroupName"]["Ref"]], f["FilterPattern"], transformation["MetricValue"]))
+    expected_groups = ["/aws/lambda/cascade-prod-api", "/aws/lambda/cascade-prod-switch"]
+    assert sorted(by_metric) == ["CallIdReuses", "CompletionConflicts", "LateBelowFloorMicros", "LateCompletions"]
+    for metric, rows in by_metric.items():
+        assert sorted(g for g, _, _ in rows) == expected_groups, metric
+    # the fields the services log (complete_call._report_late, _already_applied; authorize_call._repeat)
+    assert by_metric["LateBelowFloorMicros"][0][1:] == (
+        '{ $.event = "late_completion" && $.below_floor_micros > 0 }', "$.below_floor_micros")
+    assert by_metric["CompletionConflicts"][0][1] == '{ $.event = "completion_conflict" }'
+    assert by_metric["CallIdReuses"][0][1] == '{ $.event = "call_id_reused" }'
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
+    for name, metric, threshold in (("LateCompletions", "LateCompletions", STAGES["prod"].late_completions_per_5min),
+                                    ("LateBelowFloor", "LateBelowFloorMicros", 1),
+                                    ("CompletionConflicts", "CompletionConflicts", 1),
+                                    ("CallIdReuses", "CallIdReuses", STAGES["prod"].call_id_reuses_per_5min)):
+        alarm = alarms[f"cascade-prod-{name}"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == ("Cascade/prod", metric, threshold)
+        assert alarm["AlarmActions"] and alarm["TreatMissingData"] == "notBreaching"
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_cfn_lint_finds_nothing(synthesized, stage):
     _, path = synthesized[stage]

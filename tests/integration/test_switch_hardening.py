@@ -7,6 +7,7 @@ Prices (demo/seed.json, prefix 1555, 1 s / 1 s): acme/shortly pay cumulus 2.00/m
 (SIP 1002) 0.20, echo (SIP 2001, under the commission reseller delta) 10.00.
 """
 import base64
+import io
 import json
 import logging
 import threading
@@ -395,3 +396,22 @@ def test_a_malformed_function_url_event_is_a_4xx_not_a_crash(aws, event):
     load(seed_with())
     status, body = invoke(event)
     assert 400 <= status < 500, (status, body)
+
+
+def test_the_late_completion_log_line_carries_what_the_metric_filters_read(client, monkeypatch):
+    """infra/stack.py counts LateCompletions and LateBelowFloorMicros with log metric filters on
+    `$.event` and `$.below_floor_micros`: the JSON line the switch functions print must have both,
+    the amount as a JSON integer."""
+    load(seed_with())
+    assert post_authorize(client, "1002", NUMBER, "A").status_code == 200
+    assert sweep(int(call_item("A").expires_at) + 1) == 1
+    assert post_authorize(client, "1002", NUMBER, "B").status_code == 200
+    printed = io.StringIO()     # what the powertools handler (set up by the switch module) prints
+    handlers = logging.getLogger("cascade").handlers
+    assert handlers, "the switch module gives the services' loggers the powertools JSON handler"
+    for handler in handlers:
+        monkeypatch.setattr(handler, "stream", printed)
+    assert post_complete(client, "A", 6, "ANSWERED").status_code == 200
+    lines = [json.loads(line) for line in printed.getvalue().splitlines() if line.startswith("{")]
+    late = [line for line in lines if line.get("event") == "late_completion"]
+    assert len(late) == 1 and late[0]["below_floor_micros"] == 200_000 and late[0]["call_id"] == "A"
