@@ -415,3 +415,27 @@ def test_the_late_completion_log_line_carries_what_the_metric_filters_read(clien
     lines = [json.loads(line) for line in printed.getvalue().splitlines() if line.startswith("{")]
     late = [line for line in lines if line.get("event") == "late_completion"]
     assert len(late) == 1 and late[0]["below_floor_micros"] == 200_000 and late[0]["call_id"] == "A"
+
+
+@pytest.mark.parametrize("field, limit", [("account", 128), ("destination", 64), ("caller_id", 128), ("call_id", 256)])
+@pytest.mark.parametrize("unit", ["a", "\u00e9", EMOJI])
+def test_every_text_field_is_bounded_in_bytes_on_both_endpoints(client, field, limit, unit):
+    """At the limit a field passes validation (whatever the answer then is); one byte-unit more is a 400
+    naming it, through the route and the function URL alike, and nothing is written."""
+    load(seed_with())
+    size = len(unit.encode("utf-8"))
+    body = {"account": "1001", "destination": NUMBER, "call_id": f"lim-{field}-{size}", "caller_id": "15550001111"}
+    before = money_snapshot(ALL_DEMO)
+    for value, over in ((unit * (limit // size), False), (unit * (limit // size + 1), True)):
+        payload = {**body, field: value}
+        r = client.http.post("/authorize", headers=headers(), body=json.dumps(payload))
+        status, answer = invoke(url_event("/authorize", {**payload, "call_id": payload["call_id"] + "-url"}
+                                          if field != "call_id" else payload))
+        if over:
+            assert (r.status_code, body_of(r)["field"]) == (400, field)
+            assert (status, answer["field"]) == (400, field)
+        else:
+            assert body_of(r).get("field") != field and answer.get("field") != field, (body_of(r), answer)
+    # nothing but the at-limit requests that were granted moved money, and those are held, not billed
+    after = money_snapshot(ALL_DEMO)
+    assert all(after[a][0] == before[a][0] for a in ALL_DEMO)
