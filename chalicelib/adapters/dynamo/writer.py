@@ -1,7 +1,7 @@
 """Writes accounts, tariffs, identities and keys (the seed loader; later the portal)."""
 import time
 from collections import defaultdict
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 from chalicelib.domain.accounts import POSTPAID, Account
 from chalicelib.domain.tariffs import Rate, Tariff, group_of
@@ -99,10 +99,25 @@ def switch_keys() -> List[SwitchKeyItem]:
     return list(SwitchKeyItem.scan(SwitchKeyItem.pk.startswith("KEY#")))
 
 
-def revoke_switch_key(key_id: str) -> int:
+def key_ref(item: SwitchKeyItem) -> str:
+    """A short public name for one key of a switch: the start of its HMAC (reveals nothing usable)."""
+    return item.pk[len("KEY#"):][:10]
+
+
+def rotate_switch_key(key_id: str) -> str:
+    """A further key for the same switch id; the old ones stay valid until revoked by ref. Calls are
+    walled by switch id, not by key, so calls authorized with an old key complete with the new one."""
+    current = [i for i in switch_keys() if i.key_id == key_id and i.status == "active"]
+    if not current:
+        raise UnknownSwitchKey(key_id)
+    return create_switch_key(key_id, current[0].name)
+
+
+def revoke_switch_key(key_id: str, ref: Optional[str] = None) -> int:
+    """Revoke every active key of a switch, or only the one whose ref is given."""
     revoked = 0
     for item in switch_keys():
-        if item.key_id == key_id and item.status == "active":
+        if item.key_id == key_id and item.status == "active" and (ref is None or key_ref(item) == ref):
             item.update(actions=[SwitchKeyItem.status.set("revoked")])
             revoked += 1
     if not revoked:
