@@ -11,29 +11,16 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from tests.e2e.stack import LocalStack
+from tests.integration.test_concurrency import HOLD, race_seed
 
 KEY = "csk_http_race_key"
 CLIENTS = 240
 K = 37                      # the reseller's funds cover exactly K holds
-HOLD = Decimal("10")        # 600 s at 1.00/min
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    seed = {
-        "settings": {"max_duration": 600},
-        "tariffs": [
-            {"id": "cost", "owner": "admin", "rates": [{"prefix": "1", "price": "0.5"}]},
-            {"id": "wholesale", "owner": "admin", "rates": [{"prefix": "1", "price": "1.00"}]},
-            {"id": "retail", "owner": "r", "rates": [{"prefix": "1", "price": "2.00"}]},
-        ],
-        "accounts": [{"id": "admin", "role": "admin", "tariff": "cost"},
-                     {"id": "r", "role": "reseller", "parent": "admin", "tariff": "wholesale",
-                      "balance": str(HOLD * K)}]
-        + [{"id": f"c{i}", "role": "client", "parent": "r", "tariff": "retail", "balance": "100",
-            "sip_users": [f"s{i}"]} for i in range(CLIENTS)],
-        "switch_keys": [{"id": "race", "key": KEY}],
-    }
+    seed = race_seed(clients=CLIENTS, holds=K, key=KEY)
     path = tmp_path_factory.mktemp("seed") / "race_seed.json"
     path.write_text(json.dumps(seed))
     running = LocalStack(seed=path, table_prefix="cascade-race-")

@@ -17,9 +17,10 @@ K = 25                      # the reseller's funds cover exactly K holds
 HOLD = Decimal("10")        # 600 s cap at 1.00/min
 
 
-def race_seed():
-    clients = [{"id": f"c{i}", "role": "client", "parent": "r", "tariff": "retail", "balance": "100",
-                "sip_users": [f"s{i}"]} for i in range(CLIENTS)]
+def race_seed(clients: int = CLIENTS, holds: int = K, key: str = KEY) -> dict:
+    """One reseller funded for exactly ``holds`` holds of HOLD, with ``clients`` clients (SIP s<i>)."""
+    accounts = [{"id": f"c{i}", "role": "client", "parent": "r", "tariff": "retail", "balance": "100",
+                 "sip_users": [f"s{i}"]} for i in range(clients)]
     return {
         "settings": {"max_duration": 600},
         "tariffs": [
@@ -29,8 +30,8 @@ def race_seed():
         ],
         "accounts": [{"id": "admin", "role": "admin", "tariff": "cost"},
                      {"id": "r", "role": "reseller", "parent": "admin", "tariff": "wholesale",
-                      "balance": str(HOLD * K)}] + clients,
-        "switch_keys": [{"id": "race", "key": KEY}],
+                      "balance": str(HOLD * holds)}] + accounts,
+        "switch_keys": [{"id": "race", "key": key}],
     }
 
 
