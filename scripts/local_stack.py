@@ -30,6 +30,8 @@ os.environ.update({
 })
 sys.path.insert(0, str(ROOT))
 
+from scripts import moto_journal  # noqa: E402
+
 
 class OneAtATime:
     """WSGI middleware: serve one AWS request at a time, body included (DynamoDB's per-request
@@ -53,6 +55,7 @@ def start_moto():
 
     class Server(ThreadedWSGIServer):
         request_queue_size = 1024     # the API process opens a connection per busy thread
+    moto_journal.install()    # transactions cost what they touch, not the tables' size
     server = Server("127.0.0.1", MOTO_PORT, OneAtATime(DomainDispatcherApplication(create_backend_app)),
                     handler=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()

@@ -31,6 +31,11 @@ def _atomic_process_request(self, *args, **kwargs):
 
 BotocoreStubber.process_request = _atomic_process_request
 
+# moto's transactions copy whole tables for their rollback; under the lock above an undo journal of the
+# touched items does the same job at a cost that does not grow with the tables (scripts/moto_journal.py).
+from scripts import moto_journal  # noqa: E402
+moto_journal.install()
+
 
 def demo_seed() -> dict:
     return json.loads((ROOT / "demo" / "seed.json").read_text())
