@@ -3,7 +3,10 @@
 Requests pass through unchanged, except /authorize calls whose Call-ID starts with
 - ``slow-``: forwarded after ``SLOW_SECONDS`` (Cascade is slow but answers; a CANCEL can arrive meanwhile),
 - ``hang-``: never answered (Cascade hangs: the switch's own timeout must fire),
-and completions whose Call-ID starts with ``flaky-`` get 503 the first ``FLAKY_FAILURES`` times.
+and completions whose call id starts with
+- ``flaky-``: 503 the first ``FLAKY_FAILURES`` times,
+- ``stuck-``: 503 for as long as ``Gate.stuck`` is set (Cascade refuses them until the test says so).
+Kamailio's call id is Call-ID;From-tag;CSeq, so it starts with the SIP Call-ID.
 """
 import json
 import threading
@@ -23,6 +26,7 @@ class Gate:
         self.seen = []                       # (path, call_id, status) in arrival order
         self.release = threading.Event()     # set at shutdown so hung requests end
         self.failed = {}                     # completion path -> 503s given so far
+        self.stuck = threading.Event()       # while set, completions of stuck-... ids get 503
         gate = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +47,9 @@ class Gate:
                     call_id = urllib.parse.unquote(self.path.split("/")[2])
                     if call_id.startswith("flaky-") and gate.failed.get(call_id, 0) < FLAKY_FAILURES:
                         gate.failed[call_id] = gate.failed.get(call_id, 0) + 1
+                        gate.seen.append((self.path, call_id, 503))
+                        return self.answer(503, b'{"error": "busy"}')
+                    if call_id.startswith("stuck-") and gate.stuck.is_set():
                         gate.seen.append((self.path, call_id, 503))
                         return self.answer(503, b'{"error": "busy"}')
                 if call_id.startswith("hang-"):
@@ -74,6 +81,10 @@ class Gate:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True, name="gate").start()
+
+    def statuses(self, call_id: str, kind: str):
+        """Statuses Cascade (or the relay) gave for ``call_id``, in order; kind "authorize" or "complete"."""
+        return [status for path, cid, status in list(self.seen) if cid == call_id and path.endswith("/" + kind)]
 
     def close(self):
         self.release.set()

@@ -4,27 +4,32 @@ sipp calls Kamailio, Kamailio asks Cascade (the `make run` stack, seeded with sw
 relay that can make Cascade slow or hang, and sends authorized calls to a sipp callee. After each call
 the money is read back from the stack's own DynamoDB: balances, holds and per-level CDRs at every level.
 
-Needs kamailio (with http_client, jansson) and sipp. Without them the tests skip, unless
-CASCADE_REQUIRE_SWITCH_TOOLS=1 (CI and `make e2e` set it), where a missing tool fails.
+The call id Kamailio sends is Call-ID;From-tag;CSeq (hashed when over 256 bytes): every sipp caller
+gets a known From tag and CSeq 1, and Outcome keys its calls by that Cascade id (tests.e2e.sip.cascade_id).
+
+Needs kamailio (with http_client, jansson, htable, sqlops, db_sqlite) and sipp. Without them the tests
+skip, unless CASCADE_REQUIRE_SWITCH_TOOLS=1 (CI and `make e2e` set it), where a missing tool fails.
 """
 import os
 import pathlib
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
 
 from chalicelib.adapters.dynamo.store import call_key
 from tests.e2e.gate import FLAKY_FAILURES, SLOW_SECONDS, Gate
-from tests.e2e.sip import Switch, missing_tools
+from tests.e2e.sip import FROM_TAG_SUFFIX, Switch, cascade_id, missing_tools
 from tests.e2e.stack import LocalStack
 
 SEED = pathlib.Path(__file__).with_name("switch_seed.json")
 KEY = "csk_e2e_kamailio_test_key"
-TIMEOUT_S = 2                       # CASCADE_TIMEOUT given to Kamailio
+TIMEOUT_S = 4                       # CASCADE_TIMEOUT given to Kamailio (generous: a loaded CI box is slow)
 RATED = "15551230001"
 BUSY = "15551230486"                # the callee answers 486 to numbers ending in 486
 NO_RATE = "33142270000"             # France: no tariff in the seed has a 33 prefix
+CROWD = [(f"crowd-{i}", str(2000 + i)) for i in range(1, 11)]   # (account, SIP user), 1.00 each
 
 # Per-minute prices along each chain, client first; the operator's is its carrier cost.
 ALICE_CHAIN = [("alice", "2.40"), ("retail", "1.20"), ("wholesale", "0.60"), ("admin", "0.30")]
@@ -32,13 +37,14 @@ SHORTY_CHAIN = [("shorty", "2.40"), ("retail", "1.20"), ("wholesale", "0.60"), (
 TWIN_CHAINS = {a: [(a, "2.40"), ("tight", "1.80"), ("retail", "1.20"), ("wholesale", "0.60"), ("admin", "0.30")]
                for a in ("twin-a", "twin-b")}
 OPENING = {"wholesale": "100.00", "retail": "50.00", "alice": "10.00", "shorty": "0.20", "broke": "0.01",
-           "tight": "0.30", "twin-a": "10.00", "twin-b": "10.00", "admin": "0"}
+           "tight": "0.30", "twin-a": "10.00", "twin-b": "10.00", "admin": "0", **{a: "1.00" for a, _ in CROWD}}
 
 MISSING = missing_tools()
 REQUIRED = os.environ.get("CASCADE_REQUIRE_SWITCH_TOOLS") == "1"
 pytestmark = pytest.mark.skipif(bool(MISSING) and not REQUIRED,
-                                reason=f"not installed: {', '.join(MISSING)} (apt-get install kamailio "
-                                       "kamailio-utils-modules kamailio-extra-modules sip-tester)")
+                                reason=f"not installed: {', '.join(MISSING)} (scripts/install_switch_tools.sh: "
+                                       "kamailio kamailio-utils-modules kamailio-extra-modules "
+                                       "kamailio-sqlite-modules sip-tester)")
 
 
 def cost(price_per_minute: str, seconds: int) -> Decimal:
@@ -77,8 +83,33 @@ class World:
             time.sleep(0.2)
         raise AssertionError(f"{call_id} not settled: {self.call(call_id)}\n{self.switch.log()[-3000:]}")
 
+    def wait_held(self, call_id: str, seconds: float = 20) -> dict:
+        """Wait until Cascade has authorized the call (it is in progress)."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            item = self.call(call_id)
+            if item:
+                return item
+            time.sleep(0.1)
+        raise AssertionError(f"{call_id} never authorized\n{self.switch.log()[-3000:]}")
+
+    def wait_posted(self, call_id: str, seconds: float = 20) -> None:
+        """Wait until Kamailio has heard Cascade's 200 to the completion (so the id left its spool and guard)."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if f"completion of {call_id} posted" in self.switch.log():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"completion of {call_id} not posted\n{self.switch.log()[-3000:]}")
+
     def assert_billed(self, call_id: str, chain, billsec: int, disposition: str = "ANSWERED") -> None:
         """A CDR at every level at its own price; balances follow (the operator is not charged)."""
+        self.assert_cdrs(call_id, chain, billsec, disposition)
+        for account_id, _ in chain:
+            self.assert_money(account_id)
+
+    def assert_cdrs(self, call_id: str, chain, billsec: int, disposition: str = "ANSWERED") -> None:
+        """A CDR at every level at its own price, counted in what each level should have paid."""
         rows = self.cdrs_of(call_id)
         assert set(rows) == {a for a, _ in chain}, rows
         paid = None
@@ -90,8 +121,6 @@ class World:
             paid = expected
             if account_id != "admin":
                 self.charged[account_id] += expected
-        for account_id, _ in chain:
-            self.assert_money(account_id)
 
     def assert_money(self, account_id: str) -> None:
         item = self.account(account_id)
@@ -222,6 +251,150 @@ def test_a_completion_that_meets_errors_is_retried_until_it_lands(world):
     billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
     assert billsec in (1, 2), billsec
     world.assert_billed(call_id, ALICE_CHAIN, billsec)
+
+
+def test_a_call_id_replayed_by_another_account_gets_403_and_bills_nothing_for_it(world):
+    # alice's call is in progress; shorty sends an INVITE with its Call-ID, From tag and CSeq.
+    sip_id, from_tag = f"replayed-{uuid.uuid4().hex}@127.0.0.1", f"ft-{uuid.uuid4().hex[:12]}"
+    call_id = cascade_id(sip_id, from_tag + FROM_TAG_SUFFIX)
+    first = world.switch.start_call("uac_call.xml", "1001", RATED, "replayed", pause_ms=6000,
+                                    call_id=sip_id, from_tag=from_tag)
+    world.wait_held(call_id)
+    second = world.switch.call("uac_refused.xml", "1002", RATED, "replayer", call_id=sip_id, from_tag=from_tag)
+    assert second.only() == (call_id, "403", "call_id_in_use") and second.returncode == 0, second.errors[-2000:]
+    assert world.call(call_id)["status"] == "held"                  # alice's call was still going on
+    outcome = world.switch.finish(first)
+    assert outcome.only()[1] == "200" and outcome.returncode == 0, outcome.errors[-2000:]
+    world.wait_done(call_id)
+    world.wait_posted(call_id)
+    # Cascade was asked (and answered 409); only alice's call was ever reported.
+    assert world.gate.statuses(call_id, "authorize") == [200, 409]
+    assert world.gate.statuses(call_id, "complete") == [200]
+    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
+    assert billsec in (6, 7), billsec
+    world.assert_billed(call_id, ALICE_CHAIN, billsec)
+    world.assert_money("shorty")
+
+
+def test_a_merged_request_gets_482_and_the_call_is_billed_once(world):
+    sip_id, from_tag = f"merged-{uuid.uuid4().hex}@127.0.0.1", f"ft-{uuid.uuid4().hex[:12]}"
+    call_id = cascade_id(sip_id, from_tag + FROM_TAG_SUFFIX)
+    first = world.switch.start_call("uac_call.xml", "1001", RATED, "merged", pause_ms=6000,
+                                    call_id=sip_id, from_tag=from_tag)
+    world.wait_held(call_id)
+    # The same request (account, number, Call-ID, From tag, CSeq) in another transaction: RFC 3261 8.2.2.2.
+    second = world.switch.call("uac_refused.xml", "1001", RATED, "merged", call_id=sip_id, from_tag=from_tag)
+    assert second.only() == (call_id, "482", "merged_request") and second.returncode == 0, second.errors[-2000:]
+    assert world.call(call_id)["status"] == "held"
+    outcome = world.switch.finish(first)
+    assert outcome.only()[1] == "200" and outcome.returncode == 0, outcome.errors[-2000:]
+    world.wait_done(call_id)
+    world.wait_posted(call_id)
+    assert world.gate.statuses(call_id, "authorize") == [200]      # Kamailio answered 482 itself
+    assert world.gate.statuses(call_id, "complete") == [200]
+    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
+    assert billsec in (6, 7), billsec
+    world.assert_billed(call_id, ALICE_CHAIN, billsec)
+
+    # Once the completion is settled the id leaves the guard; the same request again is Cascade's
+    # 409 call_ended: refused, and nothing more is posted for the id.
+    third = world.switch.call("uac_refused.xml", "1001", RATED, "merged", call_id=sip_id, from_tag=from_tag)
+    assert third.only() == (call_id, "403", "call_ended") and third.returncode == 0, third.errors[-2000:]
+    time.sleep(1.5)                                                  # a completion would be posted within 0.1 s
+    assert world.gate.statuses(call_id, "authorize") == [200, 409]
+    assert world.gate.statuses(call_id, "complete") == [200]
+    assert {a: r["billsec"] for a, r in world.cdrs_of(call_id).items()} == {a: billsec for a, _ in ALICE_CHAIN}
+    for account_id, _ in ALICE_CHAIN:
+        world.assert_money(account_id)
+
+
+def test_a_call_id_too_long_for_cascade_is_sent_hashed_and_billed(world):
+    sip_id = f"longid-{uuid.uuid4().hex}-" + "x" * 260 + "@127.0.0.1"
+    assert len(sip_id) > 300
+    outcome = world.switch.call("uac_call.xml", "1001", RATED, "longid", pause_ms=1000, call_id=sip_id)
+    call_id, status, _ = outcome.only()
+    assert status == "200" and outcome.returncode == 0, outcome.errors[-2000:]
+    assert call_id.startswith("sha256:") and len(call_id) == 71 and outcome.sip_call_ids[call_id] == sip_id
+    world.wait_done(call_id)
+    assert world.gate.statuses(call_id, "authorize") == [200]      # Kamailio hashed exactly as cascade_id()
+    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
+    assert billsec in (1, 2), billsec
+    world.assert_billed(call_id, ALICE_CHAIN, billsec)
+    assert world.switch.callee_saw_bye(call_id)
+
+
+def test_a_spooled_completion_survives_a_kamailio_restart(world):
+    # Cascade refuses this call's completion (503) until the test lets it through. The Call-ID holds the
+    # characters SQL and JSON quote (' " \) to show the spool keeps it byte for byte.
+    sip_id = f"stuck-{uuid.uuid4().hex[:8]}-it's-\"q\"-\\@127.0.0.1"
+    world.gate.stuck.set()
+    try:
+        outcome = world.switch.call("uac_call.xml", "1001", RATED, "stuck", pause_ms=1000, call_id=sip_id)
+        call_id, status, _ = outcome.only()
+        assert status == "200" and outcome.returncode == 0, outcome.errors[-2000:]
+        deadline = time.time() + 20
+        while not world.gate.statuses(call_id, "complete") and time.time() < deadline:
+            time.sleep(0.1)
+        assert world.gate.statuses(call_id, "complete")[:1] == [503]
+        rows = [r for r in world.switch.spool_rows() if r["call_id"] == call_id]
+        assert len(rows) == 1 and rows[0]["disposition"] == "ANSWERED" and rows[0]["attempt"] >= 1, rows
+        billsec = rows[0]["billsec"]
+        assert billsec in (1, 2), rows
+
+        world.switch.stop_kamailio()                 # SIGTERM while the completion waits in the spool
+        assert world.call(call_id)["status"] == "held"
+        assert [r["call_id"] for r in world.switch.spool_rows()].count(call_id) == 1
+        refused = len(world.gate.statuses(call_id, "complete"))
+    finally:
+        world.gate.stuck.clear()
+    world.switch.start_kamailio()                    # same runtime directory, so the same spool
+    world.wait_done(call_id, 40)
+    world.wait_posted(call_id, 40)
+    assert world.gate.statuses(call_id, "complete") == [503] * refused + [200]
+    world.assert_billed(call_id, ALICE_CHAIN, billsec)
+    deadline = time.time() + 10
+    while any(r["call_id"] == call_id for r in world.switch.spool_rows()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(r["call_id"] == call_id for r in world.switch.spool_rows())
+    assert "completion(s) waiting" in world.switch.log()
+    # The restarted Kamailio still connects and bills calls.
+    again = world.switch.call("uac_call.xml", "1001", RATED, "restarted", pause_ms=1000)
+    again_id, status, _ = again.only()
+    assert status == "200" and again.returncode == 0, again.errors[-2000:]
+    world.wait_done(again_id)
+    world.assert_billed(again_id, ALICE_CHAIN, int(world.cdrs_of(again_id)["alice"]["billsec"]))
+
+
+def test_calls_ending_together_are_all_spooled_and_billed_once(world):
+    # Ten clients (early billing holds a client's whole balance per call, so one call each) hang up at
+    # about the same moment: SIP workers insert into the spool while the posting processes read and
+    # delete. SQLite's busy timeout makes them wait for each other; no completion is lost or posted twice.
+    # The calls start one after another (a burst of authorizations would only test the local stack) and
+    # each caller pauses so that all of them hang up at end_at.
+    end_at = time.monotonic() + 12
+    calls = []
+    for account_id, user in CROWD:
+        sip_id, from_tag = f"together-{uuid.uuid4().hex}@127.0.0.1", f"ft-{uuid.uuid4().hex[:12]}"
+        call_id = cascade_id(sip_id, from_tag + FROM_TAG_SUFFIX)
+        pause_ms = max(1000, int((end_at - time.monotonic()) * 1000))
+        handle = world.switch.start_call("uac_call.xml", user, RATED, "together", pause_ms=pause_ms,
+                                         call_id=sip_id, from_tag=from_tag)
+        world.wait_held(call_id)
+        calls.append((account_id, call_id, pause_ms, handle))
+    for account_id, call_id, pause_ms, handle in calls:
+        outcome = world.switch.finish(handle)
+        assert outcome.returncode == 0 and outcome.only() == (call_id, "200", ""), outcome.errors[-1000:]
+    for account_id, call_id, pause_ms, _ in calls:
+        world.wait_done(call_id, 60)
+        world.wait_posted(call_id, 30)
+        assert world.gate.statuses(call_id, "complete") == [200]
+        billsec = int(world.cdrs_of(call_id)[account_id]["billsec"])
+        assert pause_ms // 1000 <= billsec <= pause_ms // 1000 + 1, (billsec, pause_ms)
+        world.assert_cdrs(call_id, [(account_id, "2.40")] + ALICE_CHAIN[1:], billsec)
+    for account_id in [a for a, _ in CROWD] + ["retail", "wholesale", "admin"]:
+        world.assert_money(account_id)
+    assert world.switch.spool_rows() == []
+    assert "COULD NOT SPOOL" not in world.switch.log() and "cascade: cannot" not in world.switch.log()
 
 
 def test_a_hung_cascade_gets_503_within_the_timeout(world):
