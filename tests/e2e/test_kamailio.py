@@ -253,47 +253,50 @@ def test_a_completion_that_meets_errors_is_retried_until_it_lands(world):
     world.assert_billed(call_id, ALICE_CHAIN, billsec)
 
 
-def test_a_call_id_replayed_by_another_account_gets_403_and_bills_nothing_for_it(world):
-    # alice's call is in progress; shorty sends an INVITE with its Call-ID, From tag and CSeq.
-    sip_id, from_tag = f"replayed-{uuid.uuid4().hex}@127.0.0.1", f"ft-{uuid.uuid4().hex[:12]}"
+def start_alice_call(world, label: str):
+    """alice (1001) talks 6 s with a Call-ID and From tag of our choosing; returns once it is held."""
+    sip_id, from_tag = f"{label}-{uuid.uuid4().hex}@127.0.0.1", f"ft-{uuid.uuid4().hex[:12]}"
     call_id = cascade_id(sip_id, from_tag + FROM_TAG_SUFFIX)
-    first = world.switch.start_call("uac_call.xml", "1001", RATED, "replayed", pause_ms=6000,
-                                    call_id=sip_id, from_tag=from_tag)
+    handle = world.switch.start_call("uac_call.xml", "1001", RATED, label, pause_ms=6000,
+                                     call_id=sip_id, from_tag=from_tag)
     world.wait_held(call_id)
-    second = world.switch.call("uac_refused.xml", "1002", RATED, "replayer", call_id=sip_id, from_tag=from_tag)
-    assert second.only() == (call_id, "403", "call_id_in_use") and second.returncode == 0, second.errors[-2000:]
-    assert world.call(call_id)["status"] == "held"                  # alice's call was still going on
-    outcome = world.switch.finish(first)
+    return sip_id, from_tag, call_id, handle
+
+
+def finish_alice_call(world, handle, call_id: str) -> int:
+    """Waits for alice's call to end and be settled and posted; returns its billsec."""
+    outcome = world.switch.finish(handle)
     assert outcome.only()[1] == "200" and outcome.returncode == 0, outcome.errors[-2000:]
     world.wait_done(call_id)
     world.wait_posted(call_id)
+    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
+    assert billsec in (6, 7), billsec
+    return billsec
+
+
+def test_a_call_id_replayed_by_another_account_gets_403_and_bills_nothing_for_it(world):
+    # alice's call is in progress; shorty sends an INVITE with its Call-ID, From tag and CSeq.
+    sip_id, from_tag, call_id, first = start_alice_call(world, "replayed")
+    second = world.switch.call("uac_refused.xml", "1002", RATED, "replayer", call_id=sip_id, from_tag=from_tag)
+    assert second.only() == (call_id, "403", "call_id_in_use") and second.returncode == 0, second.errors[-2000:]
+    assert world.call(call_id)["status"] == "held"                  # alice's call was still going on
+    billsec = finish_alice_call(world, first, call_id)
     # Cascade was asked (and answered 409); only alice's call was ever reported.
     assert world.gate.statuses(call_id, "authorize") == [200, 409]
     assert world.gate.statuses(call_id, "complete") == [200]
-    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
-    assert billsec in (6, 7), billsec
     world.assert_billed(call_id, ALICE_CHAIN, billsec)
     world.assert_money("shorty")
 
 
 def test_a_merged_request_gets_482_and_the_call_is_billed_once(world):
-    sip_id, from_tag = f"merged-{uuid.uuid4().hex}@127.0.0.1", f"ft-{uuid.uuid4().hex[:12]}"
-    call_id = cascade_id(sip_id, from_tag + FROM_TAG_SUFFIX)
-    first = world.switch.start_call("uac_call.xml", "1001", RATED, "merged", pause_ms=6000,
-                                    call_id=sip_id, from_tag=from_tag)
-    world.wait_held(call_id)
+    sip_id, from_tag, call_id, first = start_alice_call(world, "merged")
     # The same request (account, number, Call-ID, From tag, CSeq) in another transaction: RFC 3261 8.2.2.2.
     second = world.switch.call("uac_refused.xml", "1001", RATED, "merged", call_id=sip_id, from_tag=from_tag)
     assert second.only() == (call_id, "482", "merged_request") and second.returncode == 0, second.errors[-2000:]
     assert world.call(call_id)["status"] == "held"
-    outcome = world.switch.finish(first)
-    assert outcome.only()[1] == "200" and outcome.returncode == 0, outcome.errors[-2000:]
-    world.wait_done(call_id)
-    world.wait_posted(call_id)
+    billsec = finish_alice_call(world, first, call_id)
     assert world.gate.statuses(call_id, "authorize") == [200]      # Kamailio answered 482 itself
     assert world.gate.statuses(call_id, "complete") == [200]
-    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
-    assert billsec in (6, 7), billsec
     world.assert_billed(call_id, ALICE_CHAIN, billsec)
 
     # Once the completion is settled the id leaves the guard; the same request again is Cascade's
