@@ -73,14 +73,14 @@ def counted(fn):
 
 
 def measure_path(resellers: int, tariff_size: int):
-    from chalicelib.adapters.dynamo.models import create_tables, CoreItem, LedgerEntryItem, CdrItem
+    from chalicelib.adapters.dynamo.models import create_tables, CoreItem, JournalItem, CdrItem
     from chalicelib.adapters.dynamo.store import DynamoStore
     from chalicelib.adapters.dynamo.writer import write_seed
-    from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+    from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, authorize_call
     from chalicelib.services.complete_call import complete_call
     from chalicelib.services.seed import parse_seed
     from chalicelib.services.switch_keys import key_hash
-    for model in (CoreItem, LedgerEntryItem, CdrItem):
+    for model in (CoreItem, JournalItem, CdrItem):
         if model.exists():
             model.delete_table()
     create_tables()
@@ -88,7 +88,7 @@ def measure_path(resellers: int, tariff_size: int):
     store, digest = DynamoStore(), key_hash(KEY)
     authorize_call(store, AuthorizeRequest("5000", "15551230001", "warm"), digest)   # connection set-up
     answer, auth_calls = counted(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-1"), digest))
-    assert answer.status == 200, answer.body
+    assert isinstance(answer, Authorized), answer
     _, complete_calls = counted(lambda: complete_call(store, "bench-1", 61, "ANSWERED", digest))
     return store, digest, auth_calls, complete_calls
 
@@ -116,12 +116,12 @@ def main():
                   f"  ({time.perf_counter() - started:.1f}s incl. seeding)", flush=True)
             report[name] = {"authorize": len(auth), "complete": len(comp)}
             if name == "depth4":
-                from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+                from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, authorize_call
                 from chalicelib.services.complete_call import complete_call
                 n = 300
                 started = time.perf_counter()
                 for i in range(n):
-                    assert authorize_call(store, AuthorizeRequest("5000", "15551230001", f"t-{i}"), digest).status == 200
+                    assert isinstance(authorize_call(store, AuthorizeRequest("5000", "15551230001", f"t-{i}"), digest), Authorized)
                 auth_rate = n / (time.perf_counter() - started)
                 started = time.perf_counter()
                 for i in range(n):

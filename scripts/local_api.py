@@ -41,11 +41,11 @@ def warm_storage_clients() -> None:
     server built 240 clients at once and answered nothing for 97 s (measured). Lambda never sees this
     (one request per instance at a time); a server with a thread per connection does."""
     from chalicelib.adapters.dynamo.models import ALL_MODELS, CoreItem
-    from chalicelib.entrypoints.switch_http import store
+    from chalicelib.bootstrap import container
     models = [CoreItem, *CoreItem.__subclasses__(), *ALL_MODELS]     # subclasses share CoreItem's
     for model in models:
         model._get_connection().connection.client
-    store()._tx()._connection.client      # the store's own connection for transactions
+    container().store._conn().client      # the store's own connection for transactions
 
 
 def main(argv=None):

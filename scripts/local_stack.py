@@ -63,9 +63,9 @@ def start_moto():
 
 
 def sweeper_loop(stop: threading.Event):
-    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.bootstrap import container
     from chalicelib.services.sweep_holds import sweep_expired_holds
-    store = DynamoStore()
+    store = container().store
     while not stop.wait(60):
         try:
             released = sweep_expired_holds(store)

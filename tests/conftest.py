@@ -10,7 +10,9 @@ os.environ.update({
     "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true", "CASCADE_TABLE_PREFIX": "test-",
     "CASCADE_KEY_PEPPER": "test-pepper",
+    "CASCADE_TOKEN_KEY": "t1:test-token-signing-key-not-for-production-0123456789",
 })
+os.environ.setdefault("CASCADE_SCRYPT_N", "1024")   # tests only: production hashes at 2**17
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 import pytest
@@ -39,6 +41,15 @@ moto_journal.install()
 
 def demo_seed() -> dict:
     return json.loads((ROOT / "demo" / "seed.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def fresh_container():
+    """Each test starts from the composition root's defaults (tests may install their own)."""
+    from chalicelib import bootstrap
+    bootstrap.use(None)
+    yield
+    bootstrap.use(None)
 
 
 @pytest.fixture

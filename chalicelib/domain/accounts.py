@@ -24,8 +24,20 @@ MARGIN, COMMISSION = "margin", "commission"
 RESELLER_MODELS = (MARGIN, COMMISSION)
 
 
+# What an account may create below itself, set by its parent (VoipSwitch's reseller levels I/II/III).
+CREATE_NOTHING, CREATE_CLIENTS, CREATE_RESELLERS = "nothing", "clients", "clients_and_resellers"
+CREATE_RIGHTS = (CREATE_NOTHING, CREATE_CLIENTS, CREATE_RESELLERS)
+
+
 class InvalidTree(ValueError):
     pass
+
+
+class InvalidAccount(ValueError):
+    """An account the rules refuse; ``field`` names the offending attribute."""
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name} {message}")
+        self.field = field_name
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,15 @@ class Account:
     commission_percent: Decimal = ZERO
     currency: str = "USD"
     settings: Optional[TreeSettings] = None   # root only
+    # The portal's view (the switch path reads none of these)
+    path: str = ""                      # materialised path root/.../id (domain.access)
+    email: Optional[str] = None
+    timezone: str = "UTC"
+    billing_day: int = 1
+    low_balance: Optional[Decimal] = None
+    may_create: str = "nothing"         # domain.access.CREATE_RIGHTS, set by the parent
+    created_at: str = ""
+    closed_at: Optional[str] = None
 
     @property
     def available(self) -> Decimal:
@@ -105,6 +126,67 @@ class Account:
 
 
 Chain = Sequence[Account]   # the caller's client first, the root last
+
+
+def reseller_levels(path: str, role: str) -> int:
+    """How many reseller levels stand between the root and this account, counting itself if it is a
+    reseller: the tree's ``max_depth`` bounds this."""
+    depth = path.count("/")
+    return depth if role == RESELLER else max(0, depth - 1)
+
+
+def check_account(account: Account, parent: Optional[Account], settings: Optional[TreeSettings] = None) -> None:
+    """The rules every account obeys, whoever creates it (the seed loader, the portal). Raises
+    InvalidAccount naming the field."""
+    if account.role not in ROLES:
+        raise InvalidAccount("role", f"must be one of {', '.join(ROLES)}")
+    if not account.id or "/" in account.id or "#" in account.id:
+        raise InvalidAccount("id", "must be non-empty without '/' or '#'")
+    if account.role == ADMIN:
+        if parent is not None or account.parent_id is not None:
+            raise InvalidAccount("parent", "the admin is the root and has no parent")
+    else:
+        if parent is None or account.parent_id != parent.id:
+            raise InvalidAccount("parent", "is required")
+        if parent.role == CLIENT:
+            raise InvalidAccount("parent", "a client cannot have accounts below it")
+        if account.currency != parent.currency:
+            raise InvalidAccount("currency", f"must be the tree's currency {parent.currency}")
+    for name, choices in (("status", STATUSES), ("billing_type", BILLING_TYPES),
+                          ("reseller_model", RESELLER_MODELS), ("may_create", CREATE_RIGHTS)):
+        if getattr(account, name) not in choices:
+            raise InvalidAccount(name, f"must be one of {', '.join(choices)}")
+    if account.billing_mode is not None and account.billing_mode not in BILLING_MODES:
+        raise InvalidAccount("billing_mode", f"must be one of {', '.join(BILLING_MODES)}")
+    if account.role == CLIENT and account.may_create != CREATE_NOTHING:
+        raise InvalidAccount("may_create", "a client cannot create accounts")
+    if not ZERO <= account.commission_percent < 100:
+        raise InvalidAccount("commission_percent", "must be at least 0 and below 100")
+    if account.credit_limit < ZERO:
+        raise InvalidAccount("credit_limit", "must be >= 0")
+    for name in ("max_calls", "cps_limit"):
+        value = getattr(account, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidAccount(name, "must be a whole number >= 0")
+    for name in ("daily_limit", "monthly_limit", "low_balance"):
+        value = getattr(account, name)
+        if value is not None and value < ZERO:
+            raise InvalidAccount(name, "must be >= 0")
+    if isinstance(account.billing_day, bool) or not isinstance(account.billing_day, int) \
+            or not 1 <= account.billing_day <= 31:
+        raise InvalidAccount("billing_day", "must be a whole number from 1 to 31")
+    if settings is not None and account.path:
+        levels = reseller_levels(account.path, account.role)
+        if levels > settings.max_depth:
+            raise InvalidAccount("role", f"{levels} reseller levels exceed the tree's max depth {settings.max_depth}")
+
+
+def check_tree(accounts: Sequence[Account]) -> None:
+    """Rules of a whole tree (the seed): exactly one admin, one currency."""
+    if len([a for a in accounts if a.role == ADMIN]) != 1:
+        raise InvalidAccount("accounts", "exactly one admin (the root) is required")
+    if len({a.currency for a in accounts}) > 1:
+        raise InvalidAccount("accounts", "one currency per tree")
 
 
 def check_chain(chain: Chain) -> TreeSettings:

@@ -42,6 +42,20 @@ class LevelCharge:
         }
 
 
+def charges_from_result(levels: Sequence[dict]) -> List[LevelCharge]:
+    """The charges a completion stored in the call's result (``LevelCharge.to_dict``), read back: the
+    call record is the call's journal entry, and its postings follow from these."""
+    out = []
+    for d in levels:
+        sell, profit = d.get("sell"), d.get("profit")
+        out.append(LevelCharge(
+            account_id=d["account_id"], role=d["role"], charged=d["role"] != "admin",
+            cost=Decimal(d["cost"]), commission=Decimal(d["commission"]), net=Decimal(d["charged"]),
+            hold=ZERO, sell=None if sell is None else Decimal(sell), profit=None if profit is None else Decimal(profit),
+            billed_seconds=int(d["billed_seconds"])))
+    return out
+
+
 def settle(levels: Sequence[Level], billsec: int, disposition: str, hold_released: bool = True) -> List[LevelCharge]:
     seconds = billsec if disposition == ANSWERED else 0
     charges: List[LevelCharge] = []

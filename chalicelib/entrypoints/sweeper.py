@@ -8,5 +8,5 @@ sweeper_bp = Blueprint(__name__)
 
 @sweeper_bp.schedule(Rate(1, unit=Rate.MINUTES), name="sweeper")
 def sweep(event):
-    from chalicelib.entrypoints.switch_http import store
-    return {"released": sweep_expired_holds(store())}
+    from chalicelib.bootstrap import container
+    return {"released": sweep_expired_holds(container().store)}

@@ -6,7 +6,9 @@ from typing import Mapping, Tuple
 from urllib.parse import unquote
 
 from chalicelib.domain.settlement import DISPOSITIONS
-from chalicelib.services.authorize_call import AuthorizeRequest, CallIdInUse, Unauthorized, authorize_call
+from chalicelib.domain.authorization import INSUFFICIENT_FUNDS
+from chalicelib.services.authorize_call import (AuthorizeRequest, Authorized, CallIdInUse, Denied, Unauthorized,
+                                                authorize_call)
 from chalicelib.services.complete_call import CompletionConflict, UnknownCall, complete_call
 from chalicelib.services.ports import StoreBusy
 from chalicelib.adapters.secrets import load_key_pepper
@@ -16,17 +18,21 @@ from .switch_input import BadRequest, api_key, clean_text, parse_body, whole_sec
 
 log = logging.getLogger("cascade.switch")
 
-_store = None
 MAX_BILLSEC = 7 * 86400   # no real call lasts a week; larger values are input errors, not calls to bill
 
 
 def store():
-    """Created on first use, not at import: keeps cold starts and test set-up cheap."""
-    global _store
-    if _store is None:
-        from chalicelib.adapters.dynamo.store import DynamoStore
-        _store = DynamoStore()
-    return _store
+    """The composition root's store, created on first use, not at import (cold starts, test set-up)."""
+    from chalicelib.bootstrap import container
+    return container().store
+
+
+def authorize_response(result) -> Tuple[int, dict]:
+    """A grant is 200; a refusal 402 for money, 403 for anything else (docs/switch-api.md)."""
+    if isinstance(result, Authorized):
+        return 200, result.answer
+    assert isinstance(result, Denied)
+    return (402 if result.reason == INSUFFICIENT_FUNDS else 403), {"authorized": False, "reason": result.reason}
 
 
 def _key_digest(headers: Mapping[str, str]) -> str:
@@ -45,8 +51,7 @@ def authorize(headers: Mapping[str, str], raw_body) -> Tuple[int, dict]:
                                    destination=clean_text("destination", data.get("destination")),
                                    call_id=clean_text("call_id", data.get("call_id")),
                                    caller_id=clean_text("caller_id", data.get("caller_id"), required=False))
-        answer = authorize_call(store(), request, digest)
-        return answer.status, answer.body
+        return authorize_response(authorize_call(store(), request, digest))
     return _guarded(run)
 
 

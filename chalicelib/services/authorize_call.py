@@ -3,7 +3,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from chalicelib.domain import authorization as authz
 from chalicelib.domain.accounts import InvalidTree, check_chain
@@ -42,22 +42,31 @@ class AuthorizeRequest:
 
 
 @dataclass(frozen=True)
-class Answer:
-    status: int          # 200 granted, 402 funds, 403 any other refusal
-    body: dict
+class Authorized:
+    """Granted: ``answer`` is what the switch is told (max_duration, the client's rate...)."""
+    answer: dict
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Refused by the rules (domain.authorization's reasons); nothing was written."""
+    reason: str
+    account_id: Optional[str] = None
+
+
+Result = Union[Authorized, Denied]
 
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def deny(reason: str) -> Answer:
-    status = 402 if reason == authz.INSUFFICIENT_FUNDS else 403
-    return Answer(status, {"authorized": False, "reason": reason})
+def deny(reason: str, account_id: Optional[str] = None) -> Denied:
+    return Denied(reason, account_id)
 
 
 def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
-                   clock: Callable[[], float] = time.time) -> Answer:
+                   clock: Callable[[], float] = time.time) -> Result:
     found = store.lookup(request.account, key_hash)
     if not found.key.active:
         raise Unauthorized()
@@ -92,7 +101,7 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
         decision = decide(chain, rates, snap.usage, settings)
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
-            return deny(decision.reason)
+            return deny(decision.reason, decision.account_id)
         call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id)
         try:
             store.place_holds(call, (found.identity, route) if refreshed else None)
@@ -103,11 +112,11 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
         except Refused as refusal:
             log.info("call %s: %s (attempt %d), re-reading", request.call_id, refusal, attempt + 1)
             continue
-        return Answer(200, call.answer)
+        return Authorized(call.answer)
     raise StoreBusy(f"holds for call {request.call_id} kept being refused")
 
 
-def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: str) -> Answer:
+def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: str) -> Authorized:
     """An id seen before. Only the same request (switch, account, number) of a call still in progress
     gets its first answer back; anything else would connect a call that no hold pays for."""
     if not call.same_request(switch_id, client_id, number):
@@ -118,7 +127,7 @@ def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: 
         log.warning("call %s: authorize repeated after the call ended (%s)", call.call_id, call.status,
                     extra={"event": "call_id_reused", "call_id": call.call_id})
         raise CallIdInUse(CALL_ENDED)
-    return Answer(200, call.answer)
+    return Authorized(call.answer)
 
 
 def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Grant, now: int,

@@ -19,6 +19,10 @@ class DuplicateCall(Exception):
     """The call id already has a record: the first answer stands."""
 
 
+class DuplicateEntry(Exception):
+    """A journal entry with this id exists: the movement was already made (a replay)."""
+
+
 class AlreadySettled(Exception):
     """Another completion of this call won the race."""
 

@@ -4,6 +4,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from chalicelib.domain.accounts import Account, TreeSettings
 from chalicelib.domain.authorization import Level, Usage
+from chalicelib.domain.ledger import call_entry
+from chalicelib.domain.settlement import charges_from_result
 from chalicelib.domain.tariffs import Tariff
 
 HELD, EXPIRED, DONE = "held", "expired", "done"
@@ -75,6 +77,14 @@ class CallRecord:
     def same_request(self, switch_id: Optional[str], client_id: str, number: str) -> bool:
         """The fingerprint of an idempotent repeat: the same switch, paying account and dialled number."""
         return self.visible_to(switch_id) and self.client_id == client_id and self.number == number
+
+    def journal_entry(self):
+        """A finished call's journal entry (domain.ledger): the call record is the entry, its postings
+        follow from the charges its completion stored. None while it is not billed."""
+        if self.status != DONE or not self.result:
+            return None
+        charges = charges_from_result(self.result["levels"])
+        return call_entry(self.call_id, self.client_id, self.number, charges, bool(self.result.get("late")))
 
     @property
     def applied(self) -> Tuple[int, str]:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Dict, List, Optional
 
 from chalicelib.domain import accounts as acc
+from chalicelib.domain.access import child_path
 from chalicelib.domain.accounts import Account, TreeSettings, check_chain
 from chalicelib.domain.money import ZERO, NotMoney, money
 from chalicelib.domain.tariffs import InvalidRate, Rate, Tariff
@@ -139,12 +140,17 @@ def parse_seed(text: str) -> Seed:
             commission_percent=_opt_money(a, "commission_percent", where) or ZERO,
             currency=a.get("currency", "USD"),
             settings=settings if role == acc.ADMIN else None,
+            path=child_path(seen[parent].path, a["id"]) if parent else a["id"],
+            email=a.get("email"),
+            may_create=a.get("may_create", acc.CREATE_NOTHING if role == acc.CLIENT else acc.CREATE_RESELLERS),
         )
-        if not ZERO <= account.commission_percent < 100:
-            raise InvalidSeed(f"{where}.commission_percent", "must be at least 0 and below 100")
-        for key in ("max_calls", "cps_limit"):
-            if a.get(key) is not None and (isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 0):
-                raise InvalidSeed(f"{where}.{key}", "must be a whole number >= 0")
+        try:
+            # the same rules the portal's "create account" applies (domain.accounts)
+            acc.check_account(account, seen.get(parent) if parent else None)
+        except acc.InvalidAccount as exc:
+            if exc.field == "currency":
+                raise InvalidSeed("accounts", "one currency per tree") from exc
+            raise InvalidSeed(f"{where}.{exc.field}", str(exc).split(" ", 1)[1]) from exc
         seen[account.id] = account
         accounts.append(account)
         if role == acc.CLIENT:
@@ -155,11 +161,10 @@ def parse_seed(text: str) -> Seed:
     for i, tariff in enumerate(tariffs):
         if tariff.owner not in seen:
             raise InvalidSeed(f"tariffs[{i}].owner", f"no account {tariff.owner!r}")
-    roots = [a for a in accounts if a.role == acc.ADMIN]
-    if len(roots) != 1:
-        raise InvalidSeed("accounts", "exactly one admin (the root) is required")
-    if len({a.currency for a in accounts}) > 1:
-        raise InvalidSeed("accounts", "one currency per tree")
+    try:
+        acc.check_tree(accounts)
+    except acc.InvalidAccount as exc:
+        raise InvalidSeed(exc.field, str(exc).split(" ", 1)[1]) from exc
     seed = Seed(settings, accounts, tariffs, rates, identities, list(data.get("switch_keys", [])))
     for client_id in set(identities.values()):
         try:

@@ -61,3 +61,29 @@ class LocalStack:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def scan(self, logical: str) -> list:
+        table, items, start = self.table(logical), [], {}
+        while True:
+            page = table.scan(ConsistentRead=True, **start)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return items
+            start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+    def wallet_sum(self, account_id: str):
+        """The sum of the postings to an account's wallet: its journal items plus its share of every
+        finished call (a call's journal entry is its record; domain.ledger.call_postings)."""
+        import json
+        from decimal import Decimal
+        from chalicelib.domain.ledger import call_postings, wallet
+        from chalicelib.domain.settlement import charges_from_result
+        book, total = wallet(account_id), Decimal(0)
+        for item in self.scan("journal"):
+            total += Decimal(json.loads(item["postings"]).get(book, "0"))
+        for item in self.scan("core"):
+            if item.get("kind") == "call" and item.get("status") == "done":
+                result = json.loads(item["result"], parse_float=Decimal)
+                total += sum((p.amount for p in call_postings(charges_from_result(result["levels"]))
+                              if p.book == book), Decimal(0))
+        return total

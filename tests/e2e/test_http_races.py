@@ -60,9 +60,7 @@ def item(stack, pk, sk="#"):
 
 
 def ledger_sum(stack, account_id):
-    rows = stack.table("ledger").query(KeyConditionExpression="account_id = :a",
-                                       ExpressionAttributeValues={":a": account_id}, ConsistentRead=True)["Items"]
-    return sum((r["amount"] for r in rows), Decimal(0))
+    return stack.wallet_sum(account_id)
 
 
 def test_240_clients_at_once_over_http_get_exactly_the_holds_the_funds_cover(stack):

@@ -1,6 +1,7 @@
 """Small helpers shared by the integration tests: post to the switch API, read the tables back, and
 check the money invariant every test ends with. Money is Decimal only, never float."""
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, List
 from urllib.parse import quote
@@ -10,6 +11,19 @@ import pytest
 from tests.conftest import DEMO_KEY
 
 JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class SwitchAnswer:
+    status: int
+    body: dict
+
+
+def authorize_http(*args, **kwargs) -> SwitchAnswer:
+    """services.authorize_call's result as the switch API answers it (status and body)."""
+    from chalicelib.entrypoints.switch_http import authorize_response
+    from chalicelib.services.authorize_call import authorize_call
+    return SwitchAnswer(*authorize_response(authorize_call(*args, **kwargs)))
 
 
 def headers(key=DEMO_KEY) -> dict:
@@ -40,17 +54,51 @@ def account(account_id: str):
 
 def call_item(call_id: str):
     from chalicelib.adapters.dynamo.models import CallItem
-    from chalicelib.adapters.dynamo.store import call_key
+    from chalicelib.adapters.dynamo.keys import call_key
     return CallItem.get(*call_key(call_id))
 
 
-def ledger(account_id: str) -> List:
-    from chalicelib.adapters.dynamo.models import LedgerEntryItem
-    return list(LedgerEntryItem.query(account_id))
+@dataclass(frozen=True)
+class Line:
+    """One posting of a journal entry to one book, with its entry's kind and references."""
+    entry_id: str
+    entry_kind: str
+    amount: Decimal
+    ref: str
+    description: str
+    late: bool
 
 
-def call_entries(account_id: str) -> List:
-    """Ledger entries other than the seed's opening balance."""
+def journal_entries() -> List:
+    """Every journal entry as (id, kind, {book: amount}, ref, description, late): the journal table's
+    items and the finished calls' records (a call's entry is its record)."""
+    from chalicelib.adapters.dynamo.models import CallItem, CoreItem, JournalItem
+    from chalicelib.adapters.dynamo.store import to_call
+    out = []
+    for item in JournalItem.scan():
+        postings = {book: Decimal(v) for book, v in item.postings.items()}
+        out.append((item.entry_id, item.entry_kind, postings, item.ref, item.description, False))
+    for item in CoreItem.scan(CoreItem.kind == CallItem):
+        entry = to_call(item).journal_entry() if isinstance(item, CallItem) else None
+        if entry is not None:
+            out.append((entry.id, entry.kind, {p.book: p.amount for p in entry.postings}, entry.ref,
+                        entry.description, entry.late))
+    return out
+
+
+def postings_to(book: str) -> List[Line]:
+    lines = [Line(eid, kind, postings[book], ref, description, late)
+             for eid, kind, postings, ref, description, late in journal_entries() if book in postings]
+    return sorted(lines, key=lambda line: line.entry_id)
+
+
+def ledger(account_id: str) -> List[Line]:
+    """What moved the account's balance: the postings to its wallet."""
+    return postings_to(f"wallet:{account_id}")
+
+
+def call_entries(account_id: str) -> List[Line]:
+    """Wallet postings other than the seed's opening balance."""
     return [e for e in ledger(account_id) if e.entry_kind != "opening"]
 
 
@@ -69,13 +117,17 @@ def money_snapshot(account_ids: Iterable[str]) -> dict:
 
 
 def assert_ledger_invariant(account_ids: Iterable[str]) -> None:
+    """Double entry: every journal entry sums to zero, and each account's balance is the sum of the
+    postings to its wallet; ``available`` is balance + credit (postpaid) - held."""
+    entries = journal_entries()
+    for eid, _, postings, *_ in entries:
+        assert all(isinstance(v, Decimal) for v in postings.values()), eid
+        assert sum(postings.values(), Decimal("0")) == 0, f"entry {eid} does not balance: {postings}"
     for account_id in account_ids:
         item = account(account_id)
-        entries = ledger(account_id)
-        for e in entries:
-            assert isinstance(e.amount, Decimal), (account_id, e.entry_id, type(e.amount))
         assert isinstance(item.balance, Decimal) and isinstance(item.held, Decimal)
-        total = sum((e.amount for e in entries), Decimal("0"))
+        book = f"wallet:{account_id}"
+        total = sum((p[book] for _, _, p, *_ in entries if book in p), Decimal("0"))
         assert item.balance == total, f"{account_id}: balance {item.balance} != ledger sum {total}"
         credit = item.credit_limit if item.billing_type == "postpaid" else Decimal("0")
         assert item.available == item.balance + credit - item.held, \

@@ -4,12 +4,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
-from chalicelib.adapters.dynamo.models import AccountItem, LedgerEntryItem
+from chalicelib.adapters.dynamo.models import AccountItem
 from chalicelib.adapters.dynamo.store import DynamoStore
-from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+from chalicelib.services.authorize_call import AuthorizeRequest
+from tests.integration.helpers import authorize_http as authorize_call
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import load
+from tests.integration.helpers import ledger
 
 KEY = "csk_race"
 CLIENTS = 100
@@ -40,7 +42,7 @@ def balances(ids):
 
 
 def ledger_sum(account_id):
-    return sum((e.amount for e in LedgerEntryItem.query(account_id)), Decimal(0))
+    return sum((e.amount for e in ledger(account_id)), Decimal(0))
 
 
 def race(fn, n):
@@ -99,7 +101,7 @@ def test_given_one_call_when_20_completions_race_then_it_is_billed_once(aws):
     client, reseller = AccountItem.get("ACC#c1", "#"), AccountItem.get("ACC#r", "#")
     assert client.balance == Decimal("96") and client.held == 0 and client.active_calls == 0
     assert reseller.balance == HOLD * K - Decimal("2") and reseller.held == 0
-    assert len(list(LedgerEntryItem.query("c1"))) == 2      # opening + one call
+    assert len(ledger("c1")) == 2      # opening + one call
     assert client.balance == ledger_sum("c1") and reseller.balance == ledger_sum("r")
 
 

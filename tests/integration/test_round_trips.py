@@ -5,7 +5,8 @@ from pynamodb.connection.base import Connection
 
 from chalicelib.adapters.dynamo.models import AccountItem
 from chalicelib.adapters.dynamo.store import DynamoStore
-from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+from chalicelib.services.authorize_call import AuthorizeRequest
+from tests.integration.helpers import authorize_http as authorize_call
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY

@@ -6,7 +6,8 @@ from chalicelib.adapters.dynamo.models import AccountItem, CallItem, IdentityIte
 from chalicelib.adapters.dynamo.store import DynamoStore, call_key
 from chalicelib.adapters.dynamo.writer import tariff_items
 from chalicelib.domain.tariffs import Rate, Tariff
-from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+from chalicelib.services.authorize_call import AuthorizeRequest
+from tests.integration.helpers import authorize_http as authorize_call
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY

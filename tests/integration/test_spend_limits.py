@@ -4,7 +4,8 @@ from decimal import Decimal as D
 
 from chalicelib.adapters.dynamo.models import CounterItem
 from chalicelib.adapters.dynamo.store import DynamoStore, spend_keys
-from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+from chalicelib.services.authorize_call import AuthorizeRequest
+from tests.integration.helpers import authorize_http as authorize_call
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.sweep_holds import sweep_expired_holds
 from chalicelib.services.switch_keys import key_hash

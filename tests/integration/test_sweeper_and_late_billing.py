@@ -179,7 +179,8 @@ def test_scheduled_sweeper_lambda_releases_a_hold_that_expired_in_the_past(clien
     """The scheduled function (real clock) over a call authorized, by the service with a fixed clock, long
     enough ago that its hold has expired: 5000 s ago > 600 s granted + 3600 s grace."""
     from chalicelib.adapters.dynamo.store import DynamoStore
-    from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+    from chalicelib.services.authorize_call import AuthorizeRequest
+    from tests.integration.helpers import authorize_http as authorize_call
     from chalicelib.services.switch_keys import key_hash
 
     load(demo_seed())
@@ -200,8 +201,8 @@ def test_scheduled_sweeper_lambda_releases_a_hold_that_expired_in_the_past(clien
 # --- a completion racing the sweeper ----------------------------------------------------------------------
 
 def test_completion_that_loses_the_race_to_the_sweeper_is_still_billed(client, monkeypatch):
+    from chalicelib import bootstrap
     from chalicelib.adapters.dynamo.store import DynamoStore
-    from chalicelib.entrypoints import switch_http
 
     # GIVEN acme's call, held (600 s granted)
     load(demo_seed())
@@ -218,7 +219,7 @@ def test_completion_that_loses_the_race_to_the_sweeper_is_still_billed(client, m
                 assert sweep(call.expires_at + 1) == 1
             return super().settle(call, *args, **kwargs)
 
-    monkeypatch.setattr(switch_http, "_store", SweptJustBeforeSettle())
+    monkeypatch.setattr(bootstrap, "_container", bootstrap.Container(store=SweptJustBeforeSettle()))
 
     # WHEN the completion (60 s answered) arrives just as the sweeper releases the call
     r = post_complete(client, "race-1", 60, "ANSWERED")

@@ -296,7 +296,8 @@ def test_cps_limit_refuses_the_second_call_in_the_same_second(client):
     """authorize_call's clock defaults to time.time bound at definition, so the service is called
     directly with a fixed clock (the HTTP layer adds nothing to this decision)."""
     from chalicelib.adapters.dynamo.store import DynamoStore
-    from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call
+    from chalicelib.services.authorize_call import AuthorizeRequest
+    from tests.integration.helpers import authorize_http as authorize_call
     from chalicelib.services.switch_keys import key_hash
 
     # GIVEN acme limited to 1 call per second

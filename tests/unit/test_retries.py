@@ -3,7 +3,7 @@ import pytest
 from pynamodb.exceptions import TransactWriteError, VerboseClientError
 from pynamodb.exceptions import CancellationReason
 
-from chalicelib.adapters.dynamo import store
+from chalicelib.adapters.dynamo import writes as store
 
 
 def cancelled(*codes):

@@ -13,7 +13,9 @@ caller identities, switch keys, tariffs and their rate groups, calls and usage c
     CPS#<acct>       <epoch s>     counter     calls started in that second (TTL)
     SPEND#<acct>     D#<day>|M#<m> counter     money used that UTC day / month by calls authorized then (TTL)
 
-``ledger`` and ``cdrs`` are partitioned by account id and written only inside the money transactions.
+``journal`` holds one item per money movement other than a call (a call's journal entry is its call
+record); ``cdrs`` one row per level per call. Both are partitioned by account id and written only inside
+the money transactions.
 ``h(text)`` is ``store.text_key``: 32 hex digits of SHA-256, for any key part a switch or caller chose.
 """
 import json
@@ -71,6 +73,25 @@ class HeldIndex(GlobalSecondaryIndex):
     expires_at = NumberAttribute(range_key=True)
 
 
+class SubtreeIndex(GlobalSecondaryIndex):
+    """Sparse (accounts only): a subtree is one Query, ``tree = root AND begins_with(path, prefix)``."""
+    class Meta:
+        index_name = "subtree"
+        projection = AllProjection()
+    tree = UnicodeAttribute(hash_key=True)
+    path = UnicodeAttribute(range_key=True)
+
+
+class ListingIndex(GlobalSecondaryIndex):
+    """Sparse: short lists read by a Query: an account's children (``CHILDREN#<parent>``, by id) and
+    the switch keys (``SWITCHKEYS``, by switch id)."""
+    class Meta:
+        index_name = "listing"
+        projection = AllProjection()
+    list_pk = UnicodeAttribute(hash_key=True)
+    list_sk = UnicodeAttribute(range_key=True)
+
+
 class CoreItem(Model):
     class Meta(_Meta):
         logical_name = "core"
@@ -79,6 +100,12 @@ class CoreItem(Model):
     sk = UnicodeAttribute(range_key=True)
     kind = DiscriminatorAttribute()
     ttl = NumberAttribute(null=True)      # epoch seconds; the table's TTL attribute
+    tree = UnicodeAttribute(null=True)    # accounts: the root's id
+    path = UnicodeAttribute(null=True)    # accounts: materialised path root/.../id (domain.access)
+    list_pk = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+    subtree = SubtreeIndex()
+    listing = ListingIndex()
 
 
 class AccountItem(CoreItem, discriminator="account"):
@@ -104,6 +131,14 @@ class AccountItem(CoreItem, discriminator="account"):
     commission_percent = DecimalAttribute(default=Decimal)
     currency = UnicodeAttribute(default="USD")
     settings = JSONTextAttribute(null=True)            # root only: TreeSettings
+    # The portal's view of the account (the switch path reads none of these).
+    email = UnicodeAttribute(null=True)                # sign-in name, lower case, unique in the deployment
+    timezone = UnicodeAttribute(null=True)
+    billing_day = NumberAttribute(null=True)
+    low_balance = DecimalAttribute(null=True)          # notify below this balance
+    may_create = UnicodeAttribute(null=True)           # domain.access.CREATE_RIGHTS
+    created_at = UnicodeAttribute(null=True)
+    closed_at = UnicodeAttribute(null=True)
 
 
 class IdentityItem(CoreItem, discriminator="identity"):
@@ -159,19 +194,44 @@ class CounterItem(CoreItem, discriminator="counter"):
     spent = DecimalAttribute(null=True)             # spend limits: finished calls only (reports)
 
 
-class LedgerEntryItem(Model):
-    """Immutable: one row per balance change, written in the same transaction as the change."""
+class HistoryIndex(GlobalSecondaryIndex):
+    """An account's entries in time order (the table's sort key is the entry's id, for replays)."""
+    class Meta:
+        index_name = "history"
+        projection = AllProjection()
+    account_id = UnicodeAttribute(hash_key=True)
+    at_id = UnicodeAttribute(range_key=True)
+
+
+class PeerHistoryIndex(GlobalSecondaryIndex):
+    """Sparse: the entries that also move a second account's wallet (a transfer's payer)."""
+    class Meta:
+        index_name = "peer_history"
+        projection = AllProjection()
+    peer_id = UnicodeAttribute(hash_key=True)
+    at_id = UnicodeAttribute(range_key=True)
+
+
+class JournalItem(Model):
+    """One item per money movement other than a call (a call's entry is its call record): its postings
+    sum to zero (domain.ledger). Filed under the account whose wallet it moves; the id comes from the
+    movement's business key, so writing it where none has that id refuses a replay."""
     class Meta(_Meta):
-        logical_name = "ledger"
+        logical_name = "journal"
         table_name = table_name(logical_name)
     account_id = UnicodeAttribute(hash_key=True)
-    entry_id = UnicodeAttribute(range_key=True)      # <ISO time>#<h(ref)>#<kind>: sorts by time, unique per movement
-    amount = DecimalAttribute()
-    entry_kind = UnicodeAttribute()                 # opening, topup, call, commission, adjustment
-    ref = UnicodeAttribute()
+    entry_id = UnicodeAttribute(range_key=True)      # <kind>#<h(business key)>
+    at_id = UnicodeAttribute()                       # <ISO time>#<entry_id>: the history indexes' order
+    entry_kind = UnicodeAttribute()                  # opening, payment, charge, transfer, credit_limit
+    postings = JSONTextAttribute()                   # {book: "amount"}, summing to zero
+    peer_id = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
+    ref = UnicodeAttribute(default="")
     description = UnicodeAttribute(default="")
-    late = BooleanAttribute(null=True)              # a call billed after its hold was swept (true, or absent)
+    by = UnicodeAttribute(null=True)                 # the account that made it (None: the system)
+    details = JSONTextAttribute(null=True)
+    history = HistoryIndex()
+    peer_history = PeerHistoryIndex()
 
 
 class CdrItem(Model):
@@ -199,12 +259,12 @@ class CdrItem(Model):
     late = BooleanAttribute(null=True)              # billed after its hold was swept (true, or absent)
 
 
-ALL_MODELS = (CoreItem, LedgerEntryItem, CdrItem)
+ALL_MODELS = (CoreItem, JournalItem, CdrItem)
 TTL_ATTRIBUTES = {CoreItem: "ttl"}     # counters expire on their own
 
 
 def logical_name(model) -> str:
-    """'core', 'ledger', 'cdrs': the table's name without the stage prefix."""
+    """'core', 'journal', 'cdrs': the table's name without the stage prefix."""
     return model.Meta.logical_name
 
 

@@ -10,8 +10,11 @@ from chalicelib.services.seed import Seed
 from chalicelib.adapters.secrets import load_key_pepper
 from chalicelib.services.switch_keys import key_hash, new_key
 
-from .models import AccountItem, IdentityItem, LedgerEntryItem, RateGroupItem, SwitchKeyItem, TariffItem
-from .store import account_key, identity_key, iso_ms, rate_group_key, switch_key_key, tariff_key
+from chalicelib.domain import ledger
+
+from .keys import SWITCH_KEYS_LIST, identity_key, iso_ms, rate_group_key, switch_key_key, tariff_key
+from .models import AccountItem, IdentityItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
+from .writes import account_item, journal_item
 
 
 def now_iso() -> str:
@@ -23,23 +26,6 @@ MAX_GROUP_BYTES = 350_000   # DynamoDB items stop at 400 KB; keep room for keys 
 
 class RateGroupTooLarge(ValueError):
     pass
-
-
-def account_item(a: Account) -> AccountItem:
-    credit = a.credit_limit if a.billing_type == POSTPAID else 0
-    settings = None
-    if a.settings is not None:
-        s = a.settings
-        settings = {"max_depth": s.max_depth, "max_duration": s.max_duration, "hold_grace": s.hold_grace,
-                    "billing_mode": s.billing_mode, "dial_plan": s.dial_plan.to_dict()}
-    return AccountItem(
-        *account_key(a.id), id=a.id, role=a.role, parent_id=a.parent_id, tariff_id=a.tariff_id, name=a.name,
-        status=a.status, billing_type=a.billing_type, billing_mode=a.billing_mode, balance=a.balance,
-        credit_limit=a.credit_limit, held=a.held, available=a.balance + credit - a.held,
-        active_calls=a.active_calls, max_calls=a.max_calls, cps_limit=a.cps_limit, daily_limit=a.daily_limit,
-        monthly_limit=a.monthly_limit, allow_loss=a.allow_loss, reseller_model=a.reseller_model,
-        commission_percent=a.commission_percent, currency=a.currency, settings=settings,
-    )
 
 
 def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
@@ -59,6 +45,7 @@ def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
 
 def write_seed(seed: Seed) -> None:
     stamp = now_iso()
+    root_id = next(a.id for a in seed.accounts if a.parent_id is None)
     if seed.switch_keys:
         load_key_pepper()
     with AccountItem.batch_write() as batch:
@@ -66,19 +53,19 @@ def write_seed(seed: Seed) -> None:
             for item in tariff_items(tariff, seed.rates.get(tariff.id, [])):
                 batch.save(item)
         for account in seed.accounts:
-            batch.save(account_item(account))
+            batch.save(account_item(account, tree=root_id))
         for name, client_id in seed.identities.items():
             route = Route.of_chain(seed.chain_of(client_id))
             batch.save(IdentityItem(*identity_key(name), name=name, client_id=client_id, route=route.to_dict()))
         for key in seed.switch_keys:
-            batch.save(SwitchKeyItem(*switch_key_key(key_hash(key["key"])), key_id=key["id"],
-                                     name=key.get("name", ""), status="active", created_at=stamp))
-    with LedgerEntryItem.batch_write() as batch:
+            batch.save(switch_key_item(key_hash(key["key"]), key["id"], key.get("name", ""), stamp))
+    # Opening balances as journal entries (id from the account: loading the seed again rewrites the same
+    # entry, as it rewrites the account's balance).
+    with JournalItem.batch_write() as batch:
         for account in seed.accounts:
-            if account.balance:
-                batch.save(LedgerEntryItem(account.id, f"{stamp}#seed#opening", amount=account.balance,
-                                           entry_kind="opening", ref="seed", created_at=stamp,
-                                           description="opening balance from seed"))
+            movement = ledger.opening(account, "seed")
+            if movement is not None:
+                batch.save(journal_item(movement.entry, stamp))
 
 
 class UnknownSwitchKey(LookupError):
@@ -89,14 +76,19 @@ def create_switch_key(key_id: str, name: str = "") -> str:
     """Issue a key for one switch; the plain key is returned once and never stored."""
     load_key_pepper()
     plain = new_key()
-    SwitchKeyItem(*switch_key_key(key_hash(plain)), key_id=key_id, name=name, status="active",
-                  created_at=now_iso()).save(condition=SwitchKeyItem.pk.does_not_exist())
+    switch_key_item(key_hash(plain), key_id, name, now_iso()).save(condition=SwitchKeyItem.pk.does_not_exist())
     return plain
 
 
+def switch_key_item(digest: str, key_id: str, name: str, stamp: str) -> SwitchKeyItem:
+    # Listed under SWITCHKEYS in the listing index, by switch id then issue time.
+    return SwitchKeyItem(*switch_key_key(digest), key_id=key_id, name=name, status="active", created_at=stamp,
+                         list_pk=SWITCH_KEYS_LIST, list_sk=f"{key_id}#{stamp}")
+
+
 def switch_keys() -> List[SwitchKeyItem]:
-    # Keys are addressed by their hash; listing by id is an operator task, so a filtered scan is fine.
-    return list(SwitchKeyItem.scan(SwitchKeyItem.pk.startswith("KEY#")))
+    """Every switch key, by a Query on the listing index (keys are addressed by their hash)."""
+    return [i for i in SwitchKeyItem.listing.query(SWITCH_KEYS_LIST) if isinstance(i, SwitchKeyItem)]
 
 
 def key_ref(item: SwitchKeyItem) -> str:

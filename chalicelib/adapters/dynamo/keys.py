@@ -1,0 +1,67 @@
+"""Every DynamoDB key Cascade builds, in one place (the layout is drawn in models.py)."""
+import hashlib
+import zlib
+from datetime import datetime, timezone
+from typing import Tuple
+
+from .models import HELD_SHARDS
+
+ROOT = "#"
+DAY_TTL, MONTH_TTL, CPS_TTL = 40 * 86400, 400 * 86400, 120
+SWITCH_KEYS_LIST = "SWITCHKEYS"
+
+
+def account_key(account_id: str) -> Tuple[str, str]:
+    return f"ACC#{account_id}", ROOT
+
+
+def children_list(parent_id: str) -> str:
+    return f"CHILDREN#{parent_id}"
+
+
+def identity_key(name: str) -> Tuple[str, str]:
+    return f"ID#{name}", ROOT
+
+
+def switch_key_key(digest: str) -> Tuple[str, str]:
+    return f"KEY#{digest}", ROOT
+
+
+def tariff_key(tariff_id: str) -> Tuple[str, str]:
+    return f"TRF#{tariff_id}", ROOT
+
+
+def rate_group_key(tariff_id: str, group: str) -> Tuple[str, str]:
+    return f"TRF#{tariff_id}", f"G#{group}"
+
+
+def text_key(text: str) -> str:
+    """A key part for text a switch or caller chose (a SIP Call-ID): 32 hex digits of its SHA-256, so
+    every key that embeds it has a fixed size whatever the text (DynamoDB refuses sort keys over
+    1,024 bytes) and cannot contain the '#' that separates key parts. The text itself is an attribute."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def call_key(call_id: str) -> Tuple[str, str]:
+    return f"CALL#{text_key(call_id)}", ROOT
+
+
+def cps_key(account_id: str, second: int) -> Tuple[str, str]:
+    return f"CPS#{account_id}", str(second)
+
+
+def day_of(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d")
+
+
+def spend_keys(account_id: str, epoch: int) -> Tuple[Tuple[str, str], Tuple[str, str]]:
+    day = day_of(epoch)
+    return (f"SPEND#{account_id}", f"D#{day}"), (f"SPEND#{account_id}", f"M#{day[:7]}")
+
+
+def iso_ms(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def hash_shard(call_id: str) -> int:
+    return zlib.crc32(call_id.encode("utf-8")) % HELD_SHARDS

@@ -1,0 +1,147 @@
+"""Reads: items to domain objects, and every read the services make (switch path and portal)."""
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from chalicelib.domain.accounts import Account, TreeSettings
+from chalicelib.domain.authorization import Level, Usage
+from chalicelib.domain.money import ZERO
+from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
+from chalicelib.services.ports import StoreBusy
+from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Snapshot
+
+from .keys import account_key, call_key, cps_key, identity_key, rate_group_key, spend_keys, switch_key_key, tariff_key
+from .models import (HELD_SHARDS, AccountItem, CallItem, CoreItem, CounterItem, IdentityItem, RateGroupItem,
+                     SwitchKeyItem, TariffItem)
+
+
+def to_account(item: AccountItem) -> Account:
+    return Account(
+        id=item.id, role=item.role, parent_id=item.parent_id, tariff_id=item.tariff_id, name=item.name,
+        status=item.status, billing_type=item.billing_type, billing_mode=item.billing_mode,
+        balance=item.balance, credit_limit=item.credit_limit, held=item.held,
+        active_calls=int(item.active_calls or 0),
+        max_calls=None if item.max_calls is None else int(item.max_calls),
+        cps_limit=None if item.cps_limit is None else int(item.cps_limit),
+        daily_limit=item.daily_limit, monthly_limit=item.monthly_limit, allow_loss=bool(item.allow_loss),
+        reseller_model=item.reseller_model, commission_percent=item.commission_percent,
+        currency=item.currency,
+        settings=TreeSettings.from_dict(item.settings) if item.parent_id is None else None,
+        path=item.path or "", email=item.email, timezone=item.timezone or "UTC",
+        billing_day=int(item.billing_day or 1), low_balance=item.low_balance,
+        may_create=item.may_create or "nothing", created_at=item.created_at or "", closed_at=item.closed_at,
+    )
+
+
+def to_tariff(item: TariffItem) -> Tariff:
+    return Tariff(id=item.id, owner=item.owner, kind=item.tariff_kind, markup_fixed=item.markup_fixed,
+                  markup_percent=item.markup_percent, name=item.name,
+                  increments=tuple(int(x) for x in item.increments) if item.increments else None)
+
+
+def to_call(item: CallItem) -> CallRecord:
+    return CallRecord(
+        call_id=item.call_id, status=item.status, account=item.account, client_id=item.client_id,
+        destination=item.destination, number=item.number, caller_id=item.caller_id,
+        authorized_at=int(item.authorized_at), max_duration=int(item.max_duration),
+        expires_at=int(item.expires_at or 0), levels=[Level.from_dict(d) for d in item.levels],
+        answer=item.answer, result=item.result, switch_id=item.switch_id,
+    )
+
+
+def key_check(item: Optional[SwitchKeyItem]) -> KeyCheck:
+    if item is None:
+        return KeyCheck(active=False)
+    return KeyCheck(active=item.status == "active", switch_id=item.key_id)
+
+
+class DynamoReads:
+    """The read half of services.ports.Directory (and the portal's account reads)."""
+
+    # --- the switch path --------------------------------------------------------------------------
+
+    def lookup(self, account_ref: str, key_hash: str) -> Lookup:
+        items = list(CoreItem.batch_get([identity_key(account_ref), switch_key_key(key_hash)]))
+        key = next((i for i in items if isinstance(i, SwitchKeyItem)), None)
+        ident = next((i for i in items if isinstance(i, IdentityItem)), None)
+        route = Route.from_dict(ident.client_id, ident.route) if ident else None
+        return Lookup(key=key_check(key), route=route, identity=account_ref)
+
+    def resolve_route(self, client_id: str) -> Optional[Route]:
+        """Walk up from the client one account at a time (the slow path, taken only when a cached
+        route no longer matches the tree)."""
+        chain: List[Account] = []
+        next_id: Optional[str] = client_id
+        while next_id is not None:
+            try:
+                account = to_account(AccountItem.get(*account_key(next_id)))
+            except AccountItem.DoesNotExist:
+                return None
+            chain.append(account)
+            next_id = account.parent_id
+            if len(chain) > 64:
+                raise StoreBusy("account tree loop")
+        return Route.of_chain(chain)
+
+    def load(self, route: Route, number: str, call_id: str, now: int) -> Snapshot:
+        tariff_ids = list(dict.fromkeys(h.tariff_id for h in route.hops if h.tariff_id))
+        keys = [account_key(h.account_id) for h in route.hops]
+        keys += [tariff_key(t) for t in tariff_ids]
+        keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
+        keys.append(call_key(call_id))
+        counter_keys = {h.account_id: (cps_key(h.account_id, now), *spend_keys(h.account_id, now))
+                        for h in route.hops}
+        for hop in route.hops:
+            keys += [k for flag, k in zip("cdm", counter_keys[hop.account_id]) if flag in hop.limits]
+        accounts, tariffs, call = {}, {}, None
+        books: Dict[str, Dict[str, list]] = {t: {} for t in tariff_ids}
+        counters: Dict[Tuple[str, str], CounterItem] = {}
+        for item in CoreItem.batch_get(keys):
+            if isinstance(item, AccountItem):
+                accounts[item.id] = to_account(item)
+            elif isinstance(item, TariffItem):
+                tariffs[item.id] = to_tariff(item)
+            elif isinstance(item, RateGroupItem):
+                for prefix, versions in item.rates.items():
+                    books[item.tariff_id][prefix] = [Rate.from_dict(v) for v in versions]
+            elif isinstance(item, CallItem):
+                call = to_call(item)
+            elif isinstance(item, CounterItem):
+                counters[(item.pk, item.sk)] = item
+        usage = {}
+        for hop in route.hops:
+            cps_at, day, month = counter_keys[hop.account_id]
+            cps = counters.get(cps_at)
+            usage[hop.account_id] = Usage(
+                day_used=(counters[day].used or ZERO) if day in counters else ZERO,
+                month_used=(counters[month].used or ZERO) if month in counters else ZERO,
+                calls_this_second=int(cps.n) if cps is not None and cps.n is not None else 0,
+            )
+        return Snapshot(accounts=accounts, tariffs=tariffs, books=books, usage=usage, call=call)
+
+    def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], KeyCheck]:
+        """The call and, when ``key_hash`` is given, the key presented with it (None: a trusted caller,
+        the sweeper or a re-read after a lost race)."""
+        keys = [call_key(call_id)] + ([switch_key_key(key_hash)] if key_hash else [])
+        call, key = None, None
+        for item in CoreItem.batch_get(keys, consistent_read=True):
+            if isinstance(item, CallItem):
+                call = to_call(item)
+            elif isinstance(item, SwitchKeyItem):
+                key = item
+        return call, key_check(key) if key_hash else KeyCheck(active=True)
+
+    def accounts(self, account_ids: List[str]) -> Dict[str, Account]:
+        if not account_ids:
+            return {}
+        return {item.id: to_account(item) for item in
+                AccountItem.batch_get([account_key(a) for a in dict.fromkeys(account_ids)], consistent_read=True)}
+
+    def account(self, account_id: str) -> Optional[Account]:
+        try:
+            return to_account(AccountItem.get(*account_key(account_id), consistent_read=True))
+        except AccountItem.DoesNotExist:
+            return None
+
+    def expired_calls(self, now: int) -> Iterable[CallRecord]:
+        for shard in range(HELD_SHARDS):
+            for item in CallItem.held_index.query(f"HELD#{shard}", CallItem.expires_at <= now):
+                yield to_call(item)

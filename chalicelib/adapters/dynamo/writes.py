@@ -1,0 +1,305 @@
+"""Writes: one generic conditional transaction (``Tx``) that applies what the domain decided, and the
+movements built on it: holds, debits and releases on the switch path, journal entries for the portal.
+
+The adapter does no money arithmetic: a ``domain.ledger.BalanceChange`` carries every delta (``available``
+included) and every guard; ``change_update`` turns it into ADD actions and a condition.
+"""
+import logging
+import random
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.domain import ledger
+from chalicelib.domain.accounts import POSTPAID, Account
+from chalicelib.domain.authorization import Level
+from chalicelib.domain.ledger import BalanceChange, JournalEntry, Movement
+from chalicelib.domain.money import ZERO
+from chalicelib.domain.settlement import LevelCharge
+from chalicelib.services.ports import AlreadySettled, DuplicateCall, DuplicateEntry, Refused, StoreBusy
+from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
+
+from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
+                   identity_key, iso_ms, spend_keys, text_key)
+from .models import AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdentityItem, JournalItem
+
+log = logging.getLogger("cascade.store")
+
+RETRYABLE = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
+             "RequestLimitExceeded", "TransactionInProgressException"}
+
+
+def with_retries(operation, what: str, attempts: int = 6, base: float = 0.02, cap: float = 0.5):
+    """Retry transaction conflicts and throttling with capped exponential backoff and full jitter."""
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except TransactWriteError as exc:
+            codes = {r.code for r in (exc.cancellation_reasons or []) if r is not None}
+            code = exc.cause_response_code
+            if not (codes & RETRYABLE or code in RETRYABLE) or attempt == attempts - 1:
+                raise
+            log.warning("%s: %s, retry %d", what, codes or code, attempt + 1)
+            time.sleep(random.uniform(0, min(cap, base * 2 ** attempt)))
+    raise StoreBusy(what)
+
+
+def _refused(reason) -> bool:
+    return reason is not None and reason.code == "ConditionalCheckFailed"
+
+
+def condition_failed(exc: TransactWriteError) -> bool:
+    return any(_refused(r) for r in exc.cancellation_reasons or [])
+
+
+def change_update(change: BalanceChange, must_exist: bool = False):
+    """(actions, condition) for one account item: ADD every delta, check every guard."""
+    a = AccountItem
+    actions = [attr.add(delta) for attr, delta in (
+        (a.balance, change.balance), (a.held, change.held), (a.credit_limit, change.credit_limit),
+        (a.available, change.available), (a.active_calls, change.active_calls)) if delta]
+    conditions = []
+    if must_exist:
+        conditions.append(a.pk.exists())
+    if change.active_only:
+        conditions.append(a.status == "active")
+    if change.min_available is not None:
+        conditions.append(a.available >= change.min_available)
+    if change.below_max_calls:
+        conditions.append(a.active_calls < a.max_calls)
+    if change.credit_was is not None:
+        conditions.append(a.credit_limit == change.credit_was)
+    condition = None
+    for c in conditions:
+        condition = c if condition is None else condition & c
+    return actions, condition
+
+
+class Tx:
+    """One TransactWriteItems built from labelled items. PynamoDB sends puts before updates, so labels
+    are kept in that order and a cancellation reason is traced back to what it refused."""
+
+    def __init__(self):
+        self._puts: List[Tuple[object, CoreItem, object]] = []
+        self._updates: List[Tuple[object, CoreItem, list, object]] = []
+
+    def put(self, label, model, condition=None) -> "Tx":
+        self._puts.append((label, model, condition))
+        return self
+
+    def update(self, label, model, actions, condition=None) -> "Tx":
+        self._updates.append((label, model, actions, condition))
+        return self
+
+    def change(self, change: BalanceChange, must_exist: bool = False) -> "Tx":
+        if not change.empty:
+            actions, condition = change_update(change, must_exist)
+            self.update((change.what, change.account_id), AccountItem(*account_key(change.account_id)),
+                        actions, condition)
+        return self
+
+    @property
+    def labels(self) -> list:
+        return [p[0] for p in self._puts] + [u[0] for u in self._updates]
+
+    def refused(self, exc: TransactWriteError) -> list:
+        labels = self.labels
+        return [labels[i] for i, r in enumerate(exc.cancellation_reasons or []) if _refused(r) and i < len(labels)]
+
+    def commit(self, connection_of: Callable[[], Connection], what: str) -> None:
+        def run():
+            with TransactWrite(connection=connection_of()) as tx:
+                for _, model, condition in self._puts:
+                    tx.save(model, condition=condition)
+                for _, model, actions, condition in self._updates:
+                    tx.update(model, actions, condition=condition)
+        with_retries(run, what)
+
+
+def journal_item(entry: JournalEntry, at: str) -> JournalItem:
+    return JournalItem(entry.subject, entry.id, at_id=f"{at}#{entry.id}", entry_kind=entry.kind,
+                       postings={p.book: str(p.amount) for p in entry.postings}, peer_id=entry.peer,
+                       created_at=at, ref=entry.ref, description=entry.description, by=entry.by,
+                       details=entry.details or None)
+
+
+def account_item(a: Account, tree: Optional[str] = None) -> AccountItem:
+    """The whole item for a new account (or the seed's); ``available`` from the domain's formula."""
+    settings = None
+    if a.settings is not None:
+        s = a.settings
+        settings = {"max_depth": s.max_depth, "max_duration": s.max_duration, "hold_grace": s.hold_grace,
+                    "billing_mode": s.billing_mode, "dial_plan": s.dial_plan.to_dict()}
+    return AccountItem(
+        *account_key(a.id), id=a.id, role=a.role, parent_id=a.parent_id, tariff_id=a.tariff_id, name=a.name,
+        status=a.status, billing_type=a.billing_type, billing_mode=a.billing_mode, balance=a.balance,
+        credit_limit=a.credit_limit, held=a.held,
+        available=ledger.available_delta(a.billing_type, a.balance, a.held, a.credit_limit),
+        active_calls=a.active_calls, max_calls=a.max_calls, cps_limit=a.cps_limit, daily_limit=a.daily_limit,
+        monthly_limit=a.monthly_limit, allow_loss=a.allow_loss, reseller_model=a.reseller_model,
+        commission_percent=a.commission_percent, currency=a.currency, settings=settings,
+        path=a.path or None, tree=(tree or (a.path.split("/")[0] if a.path else None)), email=a.email,
+        timezone=a.timezone, billing_day=a.billing_day, low_balance=a.low_balance, may_create=a.may_create,
+        created_at=a.created_at or None, closed_at=a.closed_at,
+        list_pk=children_list(a.parent_id) if a.parent_id else None, list_sk=a.id if a.parent_id else None,
+    )
+
+
+class DynamoWrites:
+    """The money-moving half of services.ports (BalanceStore) and the portal's journal writes."""
+
+    def __init__(self, connection: Optional[Connection] = None):
+        self._connection = connection
+
+    def _conn(self) -> Connection:
+        if self._connection is None:
+            self._connection = Connection(region=CoreItem.Meta.region)
+        return self._connection
+
+    # --- the switch path --------------------------------------------------------------------------
+
+    def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None:
+        tx = Tx()
+        for level in call.levels:
+            if not level.charged:
+                continue
+            tx.change(ledger.hold(level))
+            if level.cps_limit is not None:
+                tx.update(("cps", level.account_id), CounterItem(*cps_key(level.account_id, call.authorized_at)),
+                          [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
+                           CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
+                          condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
+            for what, key, ttl, limit, reserve in limit_counters(level, call):
+                # used <= limit - reserve: the arithmetic is done here, DynamoDB compares only
+                tx.update((what, level.account_id), CounterItem(*key),
+                          [CounterItem.used.add(reserve), CounterItem.kind.set(CounterItem),
+                           CounterItem.ttl.set(call.authorized_at + ttl)],
+                          condition=CounterItem.used.does_not_exist() | (CounterItem.used <= limit - reserve))
+        tx.put(("call", None), self._call_item(call), condition=CallItem.pk.does_not_exist())
+        if refresh is not None:
+            name, route = refresh
+            tx.update(("identity", name), IdentityItem(*identity_key(name)),
+                      [IdentityItem.route.set(route.to_dict())], condition=IdentityItem.pk.exists())
+        try:
+            tx.commit(self._conn, f"hold {call.call_id}")
+        except TransactWriteError as exc:
+            refused = tx.refused(exc)
+            if ("call", None) in refused:
+                raise DuplicateCall(call.call_id) from exc
+            if refused:
+                what, account_id = refused[0]
+                log.info("call %s: %s refused at level %s", call.call_id, what, account_id)
+                raise Refused(account_id, what) from exc
+            raise StoreBusy(str(exc)) from exc
+
+    @staticmethod
+    def _call_item(call: CallRecord) -> CallItem:
+        pk, sk = call_key(call.call_id)
+        return CallItem(
+            pk, sk, call_id=call.call_id, status=call.status, account=call.account, client_id=call.client_id,
+            destination=call.destination, number=call.number, caller_id=call.caller_id,
+            authorized_at=call.authorized_at, max_duration=call.max_duration,
+            levels=[l.to_dict() for l in call.levels], answer=call.answer, switch_id=call.switch_id,
+            held_shard=f"HELD#{hash_shard(call.call_id)}", expires_at=call.expires_at,
+        )
+
+    def settle(self, call: CallRecord, charges: List[LevelCharge], billsec: int, disposition: str,
+               result: dict, now: int) -> None:
+        """The call record becomes the call's journal entry (its result holds the charges the postings
+        follow from: domain.ledger.call_entry), so no ledger item is written; each level's CDR is its
+        view of the call."""
+        stamp, was_held = iso_ms(now), call.status == HELD
+        tx = Tx()
+        for level, charge in zip(call.levels, charges):
+            if level.charged:
+                tx.change(ledger.debit(level, charge, was_held))
+                # The reservation made at authorize becomes the real spend (an expired call's was released).
+                for what, key, _, _, reserve in limit_counters(level, call):
+                    reserved = reserve if was_held else ZERO
+                    if charge.net or reserved:
+                        tx.update((what, level.account_id), CounterItem(*key),
+                                  [CounterItem.used.add(charge.net - reserved), CounterItem.spent.add(charge.net)])
+            tx.put(("cdr", level.account_id), self._cdr(call, level, charge, billsec, disposition, stamp),
+                   condition=CdrItem.account_id.does_not_exist())
+        tx.update(("call", None), CallItem(*call_key(call.call_id)),
+                  [CallItem.status.set(DONE), CallItem.result.set(result),
+                   CallItem.held_shard.remove(), CallItem.expires_at.remove()],
+                  condition=CallItem.status == call.status)   # held or expired, as read
+        try:
+            tx.commit(self._conn, f"settle {call.call_id}")
+        except TransactWriteError as exc:
+            if condition_failed(exc):
+                raise AlreadySettled(call.call_id) from exc
+            raise StoreBusy(str(exc)) from exc
+
+    @staticmethod
+    def _cdr(call: CallRecord, level: Level, charge: LevelCharge, billsec: int, disposition: str,
+             stamp: str) -> CdrItem:
+        return CdrItem(
+            level.account_id, f"{stamp}#{text_key(call.call_id)}", call_id=call.call_id, client_id=call.client_id,
+            role=level.role, destination=call.number, prefix=level.rate.prefix,
+            destination_name=level.rate.name, disposition=disposition, billsec=billsec,
+            billed_seconds=charge.billed_seconds, buy=charge.cost, sell=charge.sell,
+            commission=charge.commission, profit=charge.profit, over_max=billsec > call.max_duration,
+            started_at=call.authorized_at, late=True if call.status == EXPIRED else None,
+        )
+
+    def release(self, call: CallRecord, now: int) -> bool:
+        tx = Tx()
+        for level in call.levels:
+            if not level.charged:
+                continue
+            tx.change(ledger.release(level))
+            for what, key, _, _, reserve in limit_counters(level, call):
+                tx.update((what, level.account_id), CounterItem(*key), [CounterItem.used.add(-reserve)])
+        tx.update(("call", None), CallItem(*call_key(call.call_id)),
+                  [CallItem.status.set(EXPIRED), CallItem.held_shard.remove()],
+                  condition=CallItem.status == HELD)
+        try:
+            tx.commit(self._conn, f"release {call.call_id}")
+            return True
+        except TransactWriteError as exc:
+            if condition_failed(exc):
+                return False   # completed meanwhile
+            raise StoreBusy(str(exc)) from exc
+
+    # --- the portal -------------------------------------------------------------------------------
+
+    def post(self, movement: Movement, now: float, extra: Sequence[Tuple[object, CoreItem, list, object]] = ()) -> None:
+        """Apply a movement's balance changes and write its journal entry, in one transaction: all or
+        nothing. ``extra`` updates (label, item, actions, condition) ride along (an account's new
+        credit limit...). Raises DuplicateEntry (the entry id exists: a replay) or Refused."""
+        tx = Tx()
+        tx.put(("entry", movement.entry.id), journal_item(movement.entry, iso_ms(now)),
+               condition=JournalItem.entry_id.does_not_exist())
+        for change in movement.changes:
+            tx.change(change, must_exist=True)
+        for label, item, actions, condition in extra:
+            tx.update(label, item, actions, condition)
+        try:
+            tx.commit(self._conn, f"post {movement.entry.id}")
+        except TransactWriteError as exc:
+            refused = tx.refused(exc)
+            if ("entry", movement.entry.id) in refused:
+                raise DuplicateEntry(movement.entry.id) from exc
+            if refused:
+                what, account_id = refused[0]
+                raise Refused(account_id, what) from exc
+            raise StoreBusy(str(exc)) from exc
+
+
+def limit_counters(level: Level, call: CallRecord):
+    """The spend-limit counters a level's call counts against: those of the day and month it was
+    authorized in (a call that crosses midnight belongs to the day it started)."""
+    if not level.charged:
+        return
+    # What a call reserves against a limit while it runs: its charge for the whole granted time.
+    reserve = level.charge(call.max_duration)
+    day, month = spend_keys(level.account_id, call.authorized_at)
+    if level.daily_limit is not None:
+        yield "daily", day, DAY_TTL, level.daily_limit, reserve
+    if level.monthly_limit is not None:
+        yield "monthly", month, MONTH_TTL, level.monthly_limit, reserve
