@@ -243,3 +243,13 @@ def credit_limit_change(account: Account, new_limit: Decimal, key: str, by: str,
                          postings=(), description=description or "credit limit change",
                          details={"old": str(account.credit_limit), "new": str(new_limit)})
     return Movement((change,), entry)
+
+
+def billing_type_change(account: Account, new_type: str) -> BalanceChange:
+    """Switching to or from postpaid adds or removes the credit limit from ``available``; switching away
+    may not leave the account below zero available (money held for calls stays covered)."""
+    before = available_delta(account.billing_type, credit_limit=account.credit_limit)
+    after = available_delta(new_type, credit_limit=account.credit_limit)
+    delta = after - before
+    return BalanceChange(account.id, available=delta, credit_was=account.credit_limit,
+                         min_available=-delta if delta < ZERO else None, what="billing_type")

@@ -23,6 +23,13 @@ class DuplicateEntry(Exception):
     """A journal entry with this id exists: the movement was already made (a replay)."""
 
 
+class AlreadyExists(Exception):
+    """An item a write needed to be new exists (an account id, a SIP username); ``what`` says which."""
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
 class AlreadySettled(Exception):
     """Another completion of this call won the race."""
 

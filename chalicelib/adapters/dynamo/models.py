@@ -25,7 +25,7 @@ from decimal import Decimal
 from pynamodb.attributes import (Attribute, BooleanAttribute, DiscriminatorAttribute, NumberAttribute,
                                  UnicodeAttribute)
 from pynamodb.constants import NUMBER, STRING
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 HELD_SHARDS = 8
@@ -73,11 +73,14 @@ class HeldIndex(GlobalSecondaryIndex):
     expires_at = NumberAttribute(range_key=True)
 
 
+# Narrow projections: an account item is written by every call (balance, held...), and an index projecting
+# those attributes would be written with it, for nothing. These project only what the portal filters on
+# (changed by portal edits alone) and read the items themselves after the Query.
 class SubtreeIndex(GlobalSecondaryIndex):
     """Sparse (accounts only): a subtree is one Query, ``tree = root AND begins_with(path, prefix)``."""
     class Meta:
         index_name = "subtree"
-        projection = AllProjection()
+        projection = IncludeProjection(["kind", "role", "status", "search_text"])
     tree = UnicodeAttribute(hash_key=True)
     path = UnicodeAttribute(range_key=True)
 
@@ -87,7 +90,7 @@ class ListingIndex(GlobalSecondaryIndex):
     the switch keys (``SWITCHKEYS``, by switch id)."""
     class Meta:
         index_name = "listing"
-        projection = AllProjection()
+        projection = IncludeProjection(["kind"])
     list_pk = UnicodeAttribute(hash_key=True)
     list_sk = UnicodeAttribute(range_key=True)
 
@@ -139,6 +142,7 @@ class AccountItem(CoreItem, discriminator="account"):
     may_create = UnicodeAttribute(null=True)           # domain.access.CREATE_RIGHTS
     created_at = UnicodeAttribute(null=True)
     closed_at = UnicodeAttribute(null=True)
+    search_text = UnicodeAttribute(null=True)          # lower-case name and e-mail, for the subtree search
 
 
 class IdentityItem(CoreItem, discriminator="identity"):

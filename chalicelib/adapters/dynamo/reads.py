@@ -141,6 +141,12 @@ class DynamoReads:
         except AccountItem.DoesNotExist:
             return None
 
+    def tariff(self, tariff_id: str) -> Optional[Tariff]:
+        try:
+            return to_tariff(TariffItem.get(*tariff_key(tariff_id)))
+        except TariffItem.DoesNotExist:
+            return None
+
     def expired_calls(self, now: int) -> Iterable[CallRecord]:
         for shard in range(HELD_SHARDS):
             for item in CallItem.held_index.query(f"HELD#{shard}", CallItem.expires_at <= now):

@@ -13,7 +13,8 @@ from chalicelib.services.switch_keys import key_hash, new_key
 from chalicelib.domain import ledger
 
 from .keys import SWITCH_KEYS_LIST, identity_key, iso_ms, rate_group_key, switch_key_key, tariff_key
-from .models import AccountItem, IdentityItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
+from .models import AccountItem, CoreItem, IdentityItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
+from .portal_store import identity_item
 from .writes import account_item, journal_item
 
 
@@ -56,7 +57,7 @@ def write_seed(seed: Seed) -> None:
             batch.save(account_item(account, tree=root_id))
         for name, client_id in seed.identities.items():
             route = Route.of_chain(seed.chain_of(client_id))
-            batch.save(IdentityItem(*identity_key(name), name=name, client_id=client_id, route=route.to_dict()))
+            batch.save(identity_item(name, client_id, route))
         for key in seed.switch_keys:
             batch.save(switch_key_item(key_hash(key["key"]), key["id"], key.get("name", ""), stamp))
     # Opening balances as journal entries (id from the account: loading the seed again rewrites the same
@@ -88,7 +89,8 @@ def switch_key_item(digest: str, key_id: str, name: str, stamp: str) -> SwitchKe
 
 def switch_keys() -> List[SwitchKeyItem]:
     """Every switch key, by a Query on the listing index (keys are addressed by their hash)."""
-    return [i for i in SwitchKeyItem.listing.query(SWITCH_KEYS_LIST) if isinstance(i, SwitchKeyItem)]
+    from .portal_store import full_items
+    return [i for i in full_items(list(CoreItem.listing.query(SWITCH_KEYS_LIST))) if isinstance(i, SwitchKeyItem)]
 
 
 def key_ref(item: SwitchKeyItem) -> str:

@@ -143,9 +143,13 @@ def account_item(a: Account, tree: Optional[str] = None) -> AccountItem:
         commission_percent=a.commission_percent, currency=a.currency, settings=settings,
         path=a.path or None, tree=(tree or (a.path.split("/")[0] if a.path else None)), email=a.email,
         timezone=a.timezone, billing_day=a.billing_day, low_balance=a.low_balance, may_create=a.may_create,
-        created_at=a.created_at or None, closed_at=a.closed_at,
+        created_at=a.created_at or None, closed_at=a.closed_at, search_text=search_text(a.name, a.email),
         list_pk=children_list(a.parent_id) if a.parent_id else None, list_sk=a.id if a.parent_id else None,
     )
+
+
+def search_text(name: Optional[str], email: Optional[str]) -> str:
+    return f"{name or ''} {email or ''}".lower()
 
 
 class DynamoWrites:

@@ -1,0 +1,240 @@
+"""The portal's storage: accounts created and edited, lists by Query on designed indexes (never a Scan),
+journal entries and history. Mixed into DynamoStore (store.py).
+
+Access patterns (docs/architecture.md, "Tables"):
+    an account                 GetItem ACC#<id>
+    an account's children      Query listing: list_pk = CHILDREN#<parent>, by id
+    a subtree (search)         Query subtree: tree = <root> AND begins_with(path, <path>/), filters on top
+    a client's SIP users       Query listing: list_pk = SIPUSERS#<client>, by name
+    an account's history       Query journal.history (account_id, at_id) + journal.peer_history (peer_id,
+                               at_id) + cdrs (account_id, cdr_id), merged newest first
+    a journal entry            GetItem journal (account_id, entry_id)
+"""
+import base64
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from pynamodb.exceptions import TransactWriteError
+
+from chalicelib.domain.accounts import Account
+from chalicelib.domain.ledger import BalanceChange
+from chalicelib.services.ports import AlreadyExists, Refused, StoreBusy
+from chalicelib.services.records import Route
+
+from .keys import account_key, children_list, identity_key
+from .models import AccountItem, CdrItem, CoreItem, IdentityItem, JournalItem
+from .reads import to_account
+from .writes import Tx, account_item, change_update, search_text
+
+SIP_USERS_LIST = "SIPUSERS#"
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(data) -> Optional[str]:
+    if data is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCursor("cursor") from exc
+
+
+def _page(result_iterator, limit: int) -> Tuple[list, Optional[dict]]:
+    items = []
+    for item in result_iterator:
+        items.append(item)
+        if len(items) >= limit:
+            break
+    return items, result_iterator.last_evaluated_key if len(items) >= limit else None
+
+
+def full_items(keys_only: list) -> list:
+    """The whole items behind index entries that project only keys (models.py says why), in order."""
+    if not keys_only:
+        return []
+    found = {(i.pk, i.sk): i for i in CoreItem.batch_get([(i.pk, i.sk) for i in keys_only], consistent_read=True)}
+    return [found[(i.pk, i.sk)] for i in keys_only if (i.pk, i.sk) in found]
+
+
+def identity_item(name: str, client_id: str, route: Route, status: str = "active") -> IdentityItem:
+    return IdentityItem(*identity_key(name), name=name, client_id=client_id, route=route.to_dict(),
+                        list_pk=SIP_USERS_LIST + client_id, list_sk=name)
+
+
+class PortalStore:
+    """Mixed into DynamoStore, which supplies ``_conn``."""
+
+    # --- accounts ---------------------------------------------------------------------------------
+
+    def create_account(self, account: Account, identities: Sequence[Tuple[str, Route]], tree: str) -> None:
+        """The account and its switch identities (the client id itself, for a client), all new, at once."""
+        tx = Tx().put(("account", account.id), account_item(account, tree=tree),
+                      condition=AccountItem.pk.does_not_exist())
+        for name, route in identities:
+            tx.put(("identity", name), identity_item(name, account.id, route), condition=IdentityItem.pk.does_not_exist())
+        try:
+            tx.commit(self._conn, f"create {account.id}")
+        except TransactWriteError as exc:
+            refused = tx.refused(exc)
+            if refused:
+                raise AlreadyExists(refused[0][0]) from exc
+            raise StoreBusy(str(exc)) from exc
+
+    def remove_new_account(self, account_id: str, identity_names: Sequence[str]) -> None:
+        """Undo create_account when the rest of the creation failed (the e-mail was taken): only an
+        account that never held or moved money can go."""
+        from pynamodb.transactions import TransactWrite
+        with TransactWrite(connection=self._conn()) as tx:
+            tx.delete(AccountItem(*account_key(account_id)),
+                      condition=(AccountItem.balance == 0) & (AccountItem.active_calls == 0) & (AccountItem.held == 0))
+            for name in identity_names:
+                tx.delete(IdentityItem(*identity_key(name)), condition=IdentityItem.client_id == account_id)
+
+    def update_account(self, account_id: str, values: Dict[str, object], expect_status: Optional[Sequence[str]] = None,
+                       change: Optional[BalanceChange] = None, search: Optional[Tuple[str, str]] = None) -> None:
+        """Set attributes (and apply a balance change the domain decided) on an existing account,
+        optionally only while its status is one of ``expect_status``. Refused if not."""
+        actions = [getattr(AccountItem, name).set(value) if value is not None else getattr(AccountItem, name).remove()
+                   for name, value in values.items()]
+        if search is not None:
+            actions.append(AccountItem.search_text.set(search_text(*search)))
+        condition = AccountItem.pk.exists()
+        if change is not None and not change.empty:
+            more, guard = change_update(change)
+            actions += more
+            if guard is not None:
+                condition &= guard
+        if expect_status:
+            condition &= AccountItem.status.is_in(*expect_status)
+        try:
+            AccountItem(*account_key(account_id)).update(actions=actions, condition=condition)
+        except AccountItem.UpdateError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                raise Refused(account_id, "update") from exc
+            raise StoreBusy(str(exc)) from exc
+
+    def children(self, parent_id: str, limit: int, cursor: Optional[str]) -> Tuple[List[Account], Optional[str]]:
+        start = decode_cursor(cursor)
+        result = CoreItem.listing.query(children_list(parent_id), limit=limit, last_evaluated_key=start)
+        items, last = _page(result, limit)
+        return [to_account(i) for i in full_items(items) if isinstance(i, AccountItem)], encode_cursor(last)
+
+    def subtree(self, tree: str, path: str, limit: int, cursor: Optional[str], role: Optional[str] = None,
+                status: Optional[str] = None, text: Optional[str] = None) -> Tuple[List[Account], Optional[str]]:
+        """Descendants of ``path`` (not the account itself), filtered. The filter runs after the read,
+        so a page may hold fewer than ``limit`` items while a cursor is still returned."""
+        condition = None
+        for part in ((AccountItem.role == role) if role else None, (AccountItem.status == status) if status else None,
+                     AccountItem.search_text.contains(text.lower()) if text else None):
+            if part is not None:
+                condition = part if condition is None else condition & part
+        result = CoreItem.subtree.query(tree, CoreItem.path.startswith(path + "/"), filter_condition=condition,
+                                        limit=limit, last_evaluated_key=decode_cursor(cursor))
+        items, last = [], None
+        for item in result:
+            items.append(item)
+            if len(items) >= limit:
+                last = result.last_evaluated_key
+                break
+        else:
+            last = result.last_evaluated_key
+        return [to_account(i) for i in full_items(items) if isinstance(i, AccountItem)], encode_cursor(last)
+
+    # --- SIP users --------------------------------------------------------------------------------
+
+    def add_identity(self, name: str, client_id: str, route: Route) -> None:
+        try:
+            identity_item(name, client_id, route).save(condition=IdentityItem.pk.does_not_exist())
+        except IdentityItem.PutError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                raise AlreadyExists("identity") from exc
+            raise StoreBusy(str(exc)) from exc
+
+    def identities(self, client_id: str) -> List[IdentityItem]:
+        return [i for i in full_items(list(CoreItem.listing.query(SIP_USERS_LIST + client_id)))
+                if isinstance(i, IdentityItem)]
+
+    def remove_identity(self, name: str, client_id: str) -> bool:
+        try:
+            IdentityItem(*identity_key(name)).delete(condition=IdentityItem.client_id == client_id)
+            return True
+        except IdentityItem.DeleteError:
+            return False
+
+    # --- journal ----------------------------------------------------------------------------------
+
+    def journal_entry(self, account_id: str, entry_id: str) -> Optional[JournalItem]:
+        try:
+            return JournalItem.get(account_id, entry_id, consistent_read=True)
+        except JournalItem.DoesNotExist:
+            return None
+
+    def history(self, account_id: str, limit: int, cursor: Optional[str], since: Optional[str] = None,
+                until: Optional[str] = None, calls: bool = True, entries: bool = True) -> Tuple[list, Optional[str]]:
+        """The account's movements newest first: its journal entries (filed under it or naming it as
+        peer) and its calls (its CDRs). Three Queries merged; the cursor keeps each one's position."""
+        low, high = since or "0", (until or "9999") + "~"
+        state = decode_cursor(cursor) or {}
+        sources = {}
+        if entries:
+            sources["own"] = lambda start: JournalItem.history.query(
+                account_id, JournalItem.at_id.between(low, high), scan_index_forward=False, limit=limit,
+                last_evaluated_key=start)
+            sources["peer"] = lambda start: JournalItem.peer_history.query(
+                account_id, JournalItem.at_id.between(low, high), scan_index_forward=False, limit=limit,
+                last_evaluated_key=start)
+        if calls:
+            sources["calls"] = lambda start: CdrItem.query(
+                account_id, CdrItem.cdr_id.between(low, high), scan_index_forward=False, limit=limit,
+                last_evaluated_key=start)
+        rows = []
+        for name, query in sources.items():
+            if state.get(name) == "done":
+                continue
+            taken = 0
+            for item in query(state.get(name)):
+                order = item.at_id if isinstance(item, JournalItem) else item.cdr_id
+                rows.append((order, name, item))
+                taken += 1
+                if taken >= limit:
+                    break
+        rows.sort(key=lambda r: r[0], reverse=True)
+        page = rows[:limit]
+        next_state = dict(state)
+        more = len(rows) > limit
+        for name in sources:
+            if next_state.get(name) == "done":
+                continue
+            used = [item for _, source, item in page if source == name]
+            fetched = [item for _, source, item in rows if source == name]
+            if len(used) < len(fetched):
+                more = True
+            if used:
+                last = used[-1]
+                next_state[name] = _key_of(last)
+            elif not fetched:
+                next_state[name] = "done"
+            if len(fetched) >= limit:
+                more = True
+        if all(next_state.get(n) == "done" for n in sources) or not more:
+            return [item for _, _, item in page], None
+        return [item for _, _, item in page], encode_cursor(next_state)
+
+
+def _key_of(item) -> dict:
+    """The LastEvaluatedKey a Query on that item's index would return (base keys + index keys)."""
+    if isinstance(item, JournalItem):
+        key = {"account_id": {"S": item.account_id}, "entry_id": {"S": item.entry_id}, "at_id": {"S": item.at_id}}
+        if item.peer_id:
+            key["peer_id"] = {"S": item.peer_id}
+        return key
+    return {"account_id": {"S": item.account_id}, "cdr_id": {"S": item.cdr_id}}

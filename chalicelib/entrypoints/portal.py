@@ -1,0 +1,419 @@
+"""The portal API (a Chalice blueprint): accounts in a walled tree and the money between them.
+
+Every route is declared with ``@portal_route``, the one place that authenticates the caller, parses and
+validates the body and query (JSON Schema, compiled with fastjsonschema; money exact to Decimal), calls
+the service and maps error TYPES to HTTP. The same declarations produce ``/openapi.json``, so the
+document cannot drift from the routes. Contract and walk-through: docs/portal-api.md.
+"""
+import json
+import logging
+from decimal import Decimal
+from typing import Callable, Dict, List, Optional
+
+from chalice import Blueprint, Response
+
+from chalicelib.domain.access import Principal
+from chalicelib.domain.accounts import (BILLING_MODES, BILLING_TYPES, CLIENT, CREATE_RIGHTS, RESELLER,
+                                        RESELLER_MODELS, STATUSES, Account)
+from chalicelib.domain.identity import IdentityError, InvalidRequest, NotAuthenticated
+from chalicelib.domain.ledger import ENTRY_KINDS, InvalidAmount
+from chalicelib.domain.money import NotMoney, money
+from chalicelib.services.ports import AlreadyExists, StoreBusy
+from chalicelib.services.portal import Conflict, Forbidden, InvalidInput, NotFound, Portal
+
+from .portal_guard import principal_of
+
+log = logging.getLogger("cascade.portal")
+portal_bp = Blueprint(__name__)
+
+MAX_BODY_BYTES = 16 * 1024
+ROUTES: List[dict] = []          # what /openapi.json is built from
+NOT_FOUND = {"error": "not_found", "message": "no such account"}
+IDENTITY_STATUS = {"invalid_request": 400, "weak_password": 400, "invalid_token": 401, "forbidden": 403,
+                   "email_taken": 409, "login_exists": 409}
+
+# --- schemas (JSON Schema; "x-money" marks an amount parsed exactly to Decimal) -------------------
+
+MONEY = {"type": ["string", "number"], "x-money": True, "description": "an amount, e.g. \"12.50\""}
+TEXT = lambda n: {"type": "string", "minLength": 1, "maxLength": n}  # noqa: E731
+ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_.-]+$"}
+COUNT = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000000}
+LIMIT = dict(MONEY, type=["string", "number", "null"])
+EDITABLE = {
+    "name": TEXT(128), "billing_type": {"enum": list(BILLING_TYPES)},
+    "billing_mode": {"enum": list(BILLING_MODES) + [None]}, "max_calls": COUNT, "cps_limit": COUNT,
+    "daily_limit": LIMIT, "monthly_limit": LIMIT, "low_balance": LIMIT, "tariff_id": {"type": ["string", "null"], "maxLength": 64},
+    "reseller_model": {"enum": list(RESELLER_MODELS)}, "commission_percent": MONEY,
+    "timezone": TEXT(64), "billing_day": {"type": "integer", "minimum": 1, "maximum": 31},
+    "may_create": {"enum": list(CREATE_RIGHTS)}, "allow_loss": {"type": "boolean"},
+}
+CREATE = {"type": "object", "additionalProperties": False, "required": ["role", "name"], "properties": dict(
+    EDITABLE, role={"enum": [RESELLER, CLIENT]}, email={"type": "string", "minLength": 3, "maxLength": 254},
+    password={"type": "string", "minLength": 1, "maxLength": 256}, credit_limit=MONEY, currency=TEXT(3))}
+EDIT = {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": EDITABLE}
+MOVE = {"type": "object", "additionalProperties": False, "required": ["amount", "idempotency_key"], "properties": {
+    "amount": MONEY, "idempotency_key": TEXT(128), "reference": {"type": "string", "maxLength": 128},
+    "description": {"type": "string", "maxLength": 256}}}
+CREDIT = {"type": "object", "additionalProperties": False, "required": ["credit_limit", "idempotency_key"],
+          "properties": {"credit_limit": MONEY, "idempotency_key": TEXT(128),
+                         "description": {"type": "string", "maxLength": 256}}}
+SIP_USER = {"type": "object", "additionalProperties": False, "required": ["username"], "properties": {
+    "username": {"type": "string", "minLength": 3, "maxLength": 64, "pattern": "^[A-Za-z0-9_.+-]+$"}}}
+API_KEY = {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {"name": TEXT(64)}}
+PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+        "cursor": {"type": "string", "maxLength": 2048}}
+SEARCH = dict(PAGE, role={"enum": [RESELLER, CLIENT]}, status={"enum": list(STATUSES)},
+              q={"type": "string", "minLength": 1, "maxLength": 64})
+HISTORY = dict(PAGE, kind={"enum": list(ENTRY_KINDS)},
+               since={"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+Z?)?$"},
+               until={"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+Z?)?$"})
+
+
+class BadInput(Exception):
+    def __init__(self, field: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.field, self.message, self.status = field, message, status
+
+
+_compiled: Dict[int, Callable] = {}
+
+
+def _validator(schema: dict):
+    import fastjsonschema
+    key = id(schema)
+    if key not in _compiled:
+        _compiled[key] = fastjsonschema.compile(_plain(schema))
+    return _compiled[key]
+
+
+def _plain(schema):
+    """The schema without our own keywords."""
+    if isinstance(schema, dict):
+        return {k: _plain(v) for k, v in schema.items() if not k.startswith("x-")}
+    return schema
+
+
+def _validate(schema: dict, data, where: str) -> dict:
+    import fastjsonschema
+    try:
+        return _validator(schema)(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        field = ".".join(str(p) for p in exc.path[1:]) or where
+        if exc.rule == "required":
+            missing = [k for k in schema.get("required", []) if k not in data]
+            field, message = (missing[0] if missing else field), "is required"
+        elif exc.rule == "additionalProperties":
+            unknown = sorted(set(data) - set(schema.get("properties", {})))
+            field, message = (unknown[0] if unknown else field), "is not a known field"
+        elif exc.rule == "minProperties":
+            message = "must name at least one field"
+        else:
+            message = exc.message.replace(exc.name, "").strip() or "is not valid"
+        raise BadInput(field, message) from exc
+
+
+def _money_fields(schema: dict, data: dict) -> dict:
+    out = dict(data)
+    for name, spec in schema.get("properties", {}).items():
+        if spec.get("x-money") and out.get(name) is not None:
+            value = out[name]
+            if isinstance(value, str) and (not value.strip() or len(value) > 32):
+                raise BadInput(name, "must be an amount")
+            try:
+                amount = money(value)
+            except NotMoney as exc:
+                raise BadInput(name, "must be an amount") from exc
+            if abs(amount) >= Decimal("1e12") or amount != (value if isinstance(value, Decimal) else Decimal(str(value))):
+                raise BadInput(name, "must be an amount below 10^12 with at most 6 decimals")
+            out[name] = amount
+    return out
+
+
+def _body(raw, schema: dict) -> dict:
+    raw = raw or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadInput("body", f"must be at most {MAX_BODY_BYTES} bytes", 413)
+    try:
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw, parse_float=Decimal,
+                          parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadInput("body", "must be a JSON object") from exc
+    if not isinstance(data, dict):
+        raise BadInput("body", "must be a JSON object")
+    return _money_fields(schema, _validate(schema, data, "body"))
+
+
+def _query(params: Optional[dict], spec: dict) -> dict:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise BadInput(unknown[0], "is not a known query parameter")
+    out = {}
+    for name, rule in spec.items():
+        if name not in params:
+            if "default" in rule:
+                out[name] = rule["default"]
+            continue
+        value = params[name]
+        if rule.get("type") == "integer":
+            if not value.isdigit() or len(value) > 6:
+                raise BadInput(name, "must be a whole number")
+            value = int(value)
+        out[name] = value
+    schema = {"type": "object", "properties": {k: {kk: vv for kk, vv in v.items() if kk != "default"}
+                                                for k, v in spec.items()}}
+    _validate(schema, out, "query")
+    return out
+
+
+# --- views ------------------------------------------------------------------------------------------
+
+def _relative_path(account: Account, principal: Principal) -> str:
+    """The path as the caller may see it: from the caller down (never the ids above it)."""
+    parts = account.path.split("/")
+    if principal.account_id in parts:
+        return "/".join(parts[parts.index(principal.account_id):])
+    return account.id
+
+
+def account_view(account: Account, principal: Principal) -> dict:
+    return {
+        "id": account.id, "role": account.role, "name": account.name, "email": account.email,
+        "parent_id": account.parent_id if account.id != principal.account_id or principal.is_admin else account.parent_id,
+        "path": _relative_path(account, principal), "status": account.status,
+        "billing_type": account.billing_type, "billing_mode": account.billing_mode,
+        "currency": account.currency, "timezone": account.timezone, "billing_day": account.billing_day,
+        "tariff_id": account.tariff_id, "reseller_model": account.reseller_model,
+        "commission_percent": account.commission_percent, "may_create": account.may_create,
+        "allow_loss": account.allow_loss, "max_calls": account.max_calls, "cps_limit": account.cps_limit,
+        "daily_limit": account.daily_limit, "monthly_limit": account.monthly_limit,
+        "low_balance": account.low_balance, "created_at": account.created_at or None,
+        "closed_at": account.closed_at, **balance_view(account),
+    }
+
+
+def balance_view(account: Account) -> dict:
+    return {"balance": account.balance, "credit_limit": account.credit_limit, "held": account.held,
+            "available": account.available, "currency": account.currency,
+            "low": account.low_balance is not None and account.balance < account.low_balance}
+
+
+def entry_view(item, account_id: str) -> dict:
+    """A journal item, or a CDR (a call), as one line of the account's history: ``amount`` is what
+    moved the account's own balance."""
+    if hasattr(item, "entry_kind"):
+        postings = {book: Decimal(v) for book, v in item.postings.items()}
+        return {"id": item.entry_id, "kind": item.entry_kind, "at": item.created_at,
+                "amount": postings.get(f"wallet:{account_id}", Decimal(0)), "postings": postings,
+                "reference": item.ref, "description": item.description, "by": item.by,
+                **({"details": item.details} if item.details else {})}
+    charged = item.role != "admin"
+    return {"id": "call#" + item.cdr_id.split("#", 1)[1], "kind": "call", "at": item.cdr_id.split("#", 1)[0],
+            "amount": -(item.buy - item.commission) if charged else Decimal(0),
+            "reference": item.call_id, "description": ("late call to " if item.late else "call to ") + item.destination,
+            "billsec": int(item.billsec), "sell": item.sell, "buy": item.buy, "profit": item.profit,
+            **({"late": True} if item.late else {})}
+
+
+# --- the decorator -----------------------------------------------------------------------------------
+
+def portal() -> Portal:
+    from chalicelib.bootstrap import container
+    c = container()
+    return Portal(c.store, c.identity, c.clock)
+
+
+def _json(status: int, body, headers: Optional[dict] = None) -> Response:
+    return Response(body="" if body is None else json.dumps(body, default=str), status_code=status,
+                    headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})})
+
+
+def _error(status: int, code: str, message: str, field: Optional[str] = None, **extra) -> Response:
+    body = {"error": code, "message": message, **({"field": field} if field else {}), **extra}
+    return _json(status, body)
+
+
+def portal_route(path: str, method: str, summary: str, body: Optional[dict] = None, query: Optional[dict] = None,
+                 ok: int = 200, auth: bool = True, tag: str = "accounts"):
+    def register(fn):
+        ROUTES.append({"path": path, "method": method.lower(), "summary": summary, "body": body, "query": query,
+                       "ok": ok, "auth": auth, "tag": tag, "name": fn.__name__, "doc": (fn.__doc__ or "").strip()})
+
+        def handler(**params):
+            request = portal_bp.current_request
+            try:
+                principal = principal_of(request) if auth else None
+                data = _body(request.raw_body, body) if body is not None else None
+                q = _query(request.query_params, query) if query is not None else None
+                result = fn(portal(), principal, data=data, query=q, **params)
+                return _json(ok, result)
+            except BadInput as exc:
+                return _error(exc.status, "invalid_request", f"{exc.field} {exc.message}", exc.field)
+            except InvalidInput as exc:
+                return _error(400, "invalid_request", f"{exc.field} {exc.message}", exc.field)
+            except InvalidAmount as exc:
+                return _error(400, "invalid_request", str(exc), exc.field)
+            except NotAuthenticated:
+                return _error(401, "invalid_token", "a valid Bearer token or X-Portal-Key is required")
+            except NotFound:
+                return _json(404, NOT_FOUND)
+            except Forbidden as exc:
+                return _error(403, exc.code, exc.message)
+            except Conflict as exc:
+                return _error(409, exc.code, exc.message, **exc.details)
+            except AlreadyExists as exc:
+                field = {"identity": "username"}.get(exc.what, "id")
+                return _error(409, "already_exists", f"{field} is taken", field)
+            except InvalidRequest as exc:
+                return _error(IDENTITY_STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
+            except IdentityError as exc:
+                return _error(IDENTITY_STATUS.get(exc.code, 400), exc.code, exc.message)
+            except StoreBusy:
+                log.exception("portal: store busy")
+                return _error(503, "busy", "try again")
+            except Exception:   # never a stack trace or a table name in an answer
+                log.exception("portal request failed")
+                return _error(500, "internal", "internal error")
+        handler.__name__ = fn.__name__
+        portal_bp.route(path, methods=[method], content_types=["application/json"])(handler)
+        return fn
+    return register
+
+
+# --- routes ------------------------------------------------------------------------------------------
+
+@portal_route("/me", "GET", "The signed-in account")
+def me(p: Portal, principal, **_):
+    return account_view(p.get(principal, principal.account_id), principal)
+
+
+@portal_route("/accounts/{account_id}", "GET", "An account in the caller's subtree")
+def get_account(p: Portal, principal, account_id, **_):
+    return account_view(p.get(principal, account_id), principal)
+
+
+@portal_route("/accounts/{account_id}", "PATCH", "Edit an account below the caller", body=EDIT)
+def edit_account(p: Portal, principal, account_id, data, **_):
+    return account_view(p.edit(principal, account_id, data), principal)
+
+
+@portal_route("/accounts/{account_id}/children", "POST", "Create a reseller or client below an account",
+              body=CREATE, ok=201)
+def create_child(p: Portal, principal, account_id, data, **_):
+    account, shown = p.create_child(principal, account_id, data)
+    return dict(account_view(account, principal), **({"invitation_sent_to": shown["email"]}
+                                                     if "email" in shown and "password" not in data else {}))
+
+
+@portal_route("/accounts/{account_id}/children", "GET", "An account's direct children", query=PAGE)
+def list_children(p: Portal, principal, account_id, query, **_):
+    items, cursor = p.children(principal, account_id, query["limit"], query.get("cursor"))
+    return {"items": [account_view(a, principal) for a in items], "next_cursor": cursor}
+
+
+@portal_route("/accounts/{account_id}/descendants", "GET", "Search an account's subtree", query=SEARCH)
+def search(p: Portal, principal, account_id, query, **_):
+    items, cursor = p.descendants(principal, account_id, query["limit"], query.get("cursor"), query.get("role"),
+                                  query.get("status"), query.get("q"))
+    return {"items": [account_view(a, principal) for a in items], "next_cursor": cursor}
+
+
+def _status_route(action: str):
+    @portal_route(f"/accounts/{{account_id}}/{action}", "POST", f"{action.capitalize()} an account below the caller")
+    def change(p: Portal, principal, account_id, **_):
+        return account_view(p.set_status(principal, account_id, action), principal)
+    change.__name__ = f"{action}_account"
+    return change
+
+
+suspend_account, resume_account, close_account = (_status_route(a) for a in ("suspend", "resume", "close"))
+
+
+@portal_route("/accounts/{account_id}/sip-users", "POST", "Add a SIP user to a client (password shown once)",
+              body=SIP_USER, ok=201)
+def add_sip_user(p: Portal, principal, account_id, data, **_):
+    return p.add_sip_user(principal, account_id, data["username"])
+
+
+@portal_route("/accounts/{account_id}/sip-users", "GET", "A client's SIP users")
+def list_sip_users(p: Portal, principal, account_id, **_):
+    return {"items": p.sip_users(principal, account_id)}
+
+
+@portal_route("/accounts/{account_id}/sip-users/{username}", "DELETE", "Remove a SIP user", ok=204)
+def remove_sip_user(p: Portal, principal, account_id, username, **_):
+    p.remove_sip_user(principal, account_id, username)
+    return None
+
+
+def _money_route(kind: str, summary: str):
+    @portal_route(f"/accounts/{{account_id}}/{kind}s", "POST", summary, body=MOVE, ok=201, tag="money")
+    def move(p: Portal, principal, account_id, data, **_):
+        entry, _created = getattr(p, kind)(principal, account_id, data["amount"], data["idempotency_key"],
+                                           data.get("reference", ""), data.get("description", ""))
+        return dict(entry_view(entry, account_id), replayed=not _created)
+    move.__name__ = f"{kind}_route"
+    return move
+
+
+payment_route = _money_route("payment", "Record a payment from a child (its balance grows)")
+charge_route = _money_route("charge", "Charge a child (limited by its available funds)")
+transfer_route = _money_route("transfer", "Move part of the caller's balance to its child")
+
+
+@portal_route("/accounts/{account_id}/credit-limit", "PUT", "Set a child's credit limit (ledgered)", body=CREDIT,
+              tag="money")
+def credit_limit(p: Portal, principal, account_id, data, **_):
+    entry, created = p.set_credit_limit(principal, account_id, data["credit_limit"], data["idempotency_key"],
+                                        data.get("description", ""))
+    return dict(entry_view(entry, account_id), replayed=not created,
+                **balance_view(p.get(principal, account_id)))
+
+
+@portal_route("/accounts/{account_id}/balance", "GET", "Balance, held and available funds", tag="money")
+def balance(p: Portal, principal, account_id, **_):
+    return dict(balance_view(p.balance(principal, account_id)), account_id=account_id)
+
+
+@portal_route("/accounts/{account_id}/ledger", "GET", "What moved the account's balance, newest first",
+              query=HISTORY, tag="money")
+def history(p: Portal, principal, account_id, query, **_):
+    account, rows, cursor = p.history(principal, account_id, query["limit"], query.get("cursor"), query.get("kind"),
+                                      query.get("since"), query.get("until"))
+    return {"items": [entry_view(r, account.id) for r in rows], "next_cursor": cursor}
+
+
+@portal_route("/accounts/{account_id}/api-keys", "POST", "Create an API key for the caller's own account",
+              body=API_KEY, ok=201, tag="auth")
+def create_api_key(p: Portal, principal, account_id, data, **_):
+    _own(p, principal, account_id)
+    key = p.identity.create_api_key(account_id, data["name"])
+    return {"key": key, "name": data["name"], "header": "X-Portal-Key"}
+
+
+@portal_route("/accounts/{account_id}/api-keys", "GET", "The caller's API keys", tag="auth")
+def list_api_keys(p: Portal, principal, account_id, **_):
+    _own(p, principal, account_id)
+    return {"items": [{"ref": k.ref, "name": k.name, "status": k.status, "created_at": k.created_at}
+                      for k in p.identity.list_api_keys(account_id)]}
+
+
+@portal_route("/accounts/{account_id}/api-keys/{ref}", "DELETE", "Revoke one of the caller's API keys", ok=204,
+              tag="auth")
+def revoke_api_key(p: Portal, principal, account_id, ref, **_):
+    _own(p, principal, account_id)
+    if not p.identity.revoke_api_key(account_id, ref):
+        raise NotFound(ref)
+    return None
+
+
+def _own(p: Portal, principal, account_id):
+    p.walled(principal, account_id)
+    if principal.account_id != account_id:
+        raise Forbidden("forbidden", "API keys are managed by their own account")
+
+
+@portal_bp.route("/openapi.json", methods=["GET"])
+def openapi_document():
+    from .openapi import document
+    return _json(200, document(ROUTES))
