@@ -28,6 +28,10 @@ CALLS = []
 botocore.handlers.BUILTIN_HANDLERS.append(
     ("before-call.dynamodb", lambda model, **kw: CALLS.append(model.name)))
 
+from capacity import dollars_per_million_calls, install as install_capacity_meter  # noqa: E402
+
+METER = install_capacity_meter()   # WRU/RRU per call; its own size lookups are invisible to CALLS
+
 from moto import mock_aws  # noqa: E402
 
 KEY = "csk_bench"
@@ -66,6 +70,18 @@ def chain_seed(resellers: int, tariff_size: int) -> dict:
             "switch_keys": [{"id": "bench", "key": KEY}]}
 
 
+UNITS = {}   # shape -> (authorize Usage, complete Usage)
+
+
+def metered(fn):
+    CALLS.clear()
+    METER.start()
+    result = fn()
+    usage = METER.stop()
+    assert not usage.errors, usage.errors
+    return result, list(CALLS), usage
+
+
 def counted(fn):
     CALLS.clear()
     result = fn()
@@ -87,10 +103,41 @@ def measure_path(resellers: int, tariff_size: int):
     write_seed(parse_seed(json.dumps(chain_seed(resellers, tariff_size))))
     store, digest = DynamoStore(), key_hash(KEY)
     authorize_call(store, AuthorizeRequest("5000", "15551230001", "warm"), digest)   # connection set-up
-    answer, auth_calls = counted(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-1"), digest))
+    answer, auth_calls, auth_units = metered(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-1"), digest))
     assert isinstance(answer, Authorized), answer
-    _, complete_calls = counted(lambda: complete_call(store, "bench-1", 61, "ANSWERED", digest))
+    _, complete_calls, complete_units = metered(lambda: complete_call(store, "bench-1", 61, "ANSWERED", digest))
+    UNITS[(resellers, tariff_size)] = (auth_units, complete_units)
     return store, digest, auth_calls, complete_calls
+
+
+def measure_demo():
+    """The demo chain (demo/seed.json: acme -> cumulus -> borealis -> atlas -> admin), as the issues quote it."""
+    from chalicelib.adapters.dynamo.models import ALL_MODELS, create_tables
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.adapters.dynamo.writer import write_seed
+    from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, authorize_call
+    from chalicelib.services.complete_call import complete_call
+    from chalicelib.services.seed import parse_seed
+    from chalicelib.services.switch_keys import key_hash
+    for model in ALL_MODELS:
+        if model.exists():
+            model.delete_table()
+    create_tables()
+    seed = json.loads((ROOT / "demo" / "seed.json").read_text())
+    write_seed(parse_seed(json.dumps(seed)))
+    store, digest = DynamoStore(), key_hash(seed["switch_keys"][0]["key"])
+    authorize_call(store, AuthorizeRequest("1001", "12125550123", "warm"), digest)
+    complete_call(store, "warm", 5, "ANSWERED", digest)
+    answer, _, a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", "demo-1"), digest))
+    assert isinstance(answer, Authorized), answer
+    _, _, c = metered(lambda: complete_call(store, "demo-1", 61, "ANSWERED", digest))
+    return a, c
+
+
+def units_line(a, c) -> str:
+    return (f"authorize {a.wru:g} WRU {a.rru:g} RRU, complete {c.wru:g} WRU {c.rru:g} RRU = {a.wru + c.wru:g} WRU "
+            f"{a.rru + c.rru:g} RRU per call (index writes {a.index_wru + c.index_wru:g} WRU of them); "
+            f"${dollars_per_million_calls(a.wru + c.wru, a.rru + c.rru):.2f} per million calls in request units")
 
 
 def import_medians(modules, runs: int = 5) -> dict:
@@ -115,6 +162,9 @@ def main():
             print(f"{name:12s} authorize {len(auth)} calls {auth}  complete {len(comp)} calls {comp}"
                   f"  ({time.perf_counter() - started:.1f}s incl. seeding)", flush=True)
             report[name] = {"authorize": len(auth), "complete": len(comp)}
+            a, c = UNITS[(resellers, size)]
+            print(f"{'':12s} {units_line(a, c)}", flush=True)
+            report[name].update(wru=a.wru + c.wru, rru=a.rru + c.rru)
             if name == "depth4":
                 from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, authorize_call
                 from chalicelib.services.complete_call import complete_call
@@ -129,6 +179,8 @@ def main():
                 complete_rate = n / (time.perf_counter() - started)
                 print(f"throughput over in-process moto: {auth_rate:.0f} authorizations/s, "
                       f"{complete_rate:.0f} completions/s ({n} calls each)", flush=True)
+        demo_a, demo_c = measure_demo()
+        print(f"demo chain   {units_line(demo_a, demo_c)}", flush=True)
     # The switch module defers the DynamoDB adapter (PynamoDB, botocore) to the first request; a cold
     # start pays it there, so that figure is reported too.
     switch, with_store = "chalicelib.entrypoints.switch", "chalicelib.entrypoints.switch, chalicelib.adapters.dynamo.store"
@@ -146,6 +198,10 @@ def main():
         "authorize_import_ratio": round(authorize_ms / boto3_ms, 3),
         "authorize_import_with_store_ratio": round(with_store_ms / boto3_ms, 3),
         "authorize_import_ms": round(authorize_ms, 1), "boto3_import_ms": round(boto3_ms, 1),
+        "demo_chain_wru_per_call": demo_a.wru + demo_c.wru, "demo_chain_rru_per_call": demo_a.rru + demo_c.rru,
+        "demo_chain_request_dollars_per_million_calls": round(dollars_per_million_calls(
+            demo_a.wru + demo_c.wru, demo_a.rru + demo_c.rru), 2),
+        "units_per_call_by_shape": {k: {"wru": v["wru"], "rru": v["rru"]} for k, v in report.items()},
         "authorizations_per_s": round(auth_rate, 1), "completions_per_s": round(complete_rate, 1),
     }))
 

@@ -7,6 +7,7 @@ the hold sweeper every minute (nothing local runs schedules). Ctrl-C stops every
 """
 import json
 import os
+import secrets
 import pathlib
 import signal
 import subprocess
@@ -25,8 +26,11 @@ os.environ.update({
     "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
     "CASCADE_TABLE_PREFIX": os.environ.get("CASCADE_TABLE_PREFIX", "cascade-local-"),
-    # Local only: deployed stages read the pepper from Secrets Manager.
+    # Local only: deployed stages read the pepper and the token signing key from Secrets Manager.
     "CASCADE_KEY_PEPPER": os.environ.get("CASCADE_KEY_PEPPER", "local-development-pepper"),
+    # A fresh signing key per run: tokens from an earlier run stop working, as after a key rotation.
+    "CASCADE_TOKEN_KEY": os.environ.get("CASCADE_TOKEN_KEY") or "local:" + secrets.token_urlsafe(48),
+    "CASCADE_PORTAL_URL": f"http://127.0.0.1:{API_PORT}",
 })
 sys.path.insert(0, str(ROOT))
 
@@ -75,6 +79,34 @@ def sweeper_loop(stop: threading.Event):
             print(f"[sweeper] {exc!r}", flush=True)
 
 
+DEMO_DOMAIN = "demo.cascade.local"
+
+
+def demo_logins(seed) -> list:
+    """Sign-ins for the root, its first reseller and the client whose SIP user is shown: e-mails
+    <id>@demo.cascade.local, passwords new on every run (printed once, never stored in the repo)."""
+    from chalicelib.bootstrap import container
+    by_id = {a.id: a for a in seed.accounts}
+    root = next(a for a in seed.accounts if a.parent_id is None)
+    reseller = next((a for a in seed.accounts if a.parent_id == root.id and a.role == "reseller"), None)
+    client_id = next((c for n, c in seed.identities.items() if n != c), None)
+    logins = []
+    for account in (root, reseller, by_id.get(client_id)):
+        if account is None:
+            continue
+        email, password = f"{account.id}@{DEMO_DOMAIN}", secrets.token_urlsafe(12)
+        store = container().store
+        store.update_account(account.id, {"email": email}, search=(account.name, email))
+        identity = container().identity
+        try:
+            identity.create_login(account.id, email, password)
+        except Exception:      # a login left by an earlier run on the same tables: set a new password
+            identity.close_login(account.id, email)
+            identity.create_login(account.id, email, password)
+        logins.append((account.role, account.id, email, password))
+    return logins
+
+
 def wait_for(url: str, seconds: float = 30):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -95,6 +127,7 @@ def main():
     create_tables()
     seed = parse_seed(SEED.read_text())
     write_seed(seed)
+    logins = demo_logins(seed)
     chalice = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "local_api.py"), "--host", "127.0.0.1", "--port", str(API_PORT)],
         cwd=ROOT)
@@ -119,6 +152,11 @@ Cascade is running on the local stack (seed: {SEED})
   authorize       curl -s -X POST {base}/authorize -H 'X-Api-Key: {key}' -H 'Content-Type: application/json' -d '{body}'
   complete        curl -s -X POST {base}/calls/demo-1%40local/complete -H 'X-Api-Key: {key}' -H 'Content-Type: application/json' -d '{{"billsec": 42, "disposition": "ANSWERED"}}'
   DynamoDB (moto) {os.environ['AWS_ENDPOINT_URL']}   tables prefixed {os.environ['CASCADE_TABLE_PREFIX']}
+Portal logins (new passwords every run; API walk-through: docs/portal-api.md)""" + "".join(f"""
+  {role:9s} {email:32s} password {password}""" for role, _, email, password in logins) + f"""
+  sign in         curl -s -X POST {base}/auth/sign-in -H 'Content-Type: application/json' -d '{{"email": "{logins[1][2] if len(logins) > 1 else ''}", "password": "{logins[1][3] if len(logins) > 1 else ''}"}}'
+  mail (resets)   .venv/bin/python scripts/read_mail.py --last --links
+  OpenAPI         {base}/openapi.json
 READY""", flush=True)
     code = chalice.wait()
     stop.set()
