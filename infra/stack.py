@@ -1,9 +1,10 @@
 """One stack per stage: the Chalice app (API Gateway + the switch and sweeper Lambdas), the tables, the
-pepper secret, one least-privilege role per function, alarms and a dashboard."""
+pepper and token-signing secrets, one least-privilege role per function, alarms and a dashboard."""
 import pathlib
-from typing import Optional
+import re
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
-from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -18,34 +19,71 @@ from infra.stages import Stage
 from infra.tables import model_tables
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+ALL_INDEXES = "*"     # every index the table's model defines, each named in the policy (no wildcard ARN)
+
+
+class Access(NamedTuple):
+    """What a function may do to one table: `actions` on the table itself, and Query on `indexes`
+    (names from the model, or ALL_INDEXES)."""
+    actions: Tuple[str, ...]
+    indexes: object = ()
+
+
+def union(*accesses: Dict[str, Access]) -> Dict[str, Access]:
+    """A function that serves several paths gets the union of their access, table by table."""
+    out: Dict[str, Access] = {}
+    for access in accesses:
+        for table, (actions, indexes) in access.items():
+            had = out.get(table, Access(()))
+            merged = ALL_INDEXES if ALL_INDEXES in (had.indexes, indexes) else \
+                tuple(sorted(set(had.indexes) | set(indexes)))
+            out[table] = Access(tuple(sorted(set(had.actions) | set(actions))), merged)
+    return out
+
 
 # DynamoDB actions per function, per table. TransactWriteItems is authorized item by item through
-# PutItem / UpdateItem / ConditionCheckItem, so those are what a transaction needs.
+# PutItem / UpdateItem / DeleteItem / ConditionCheckItem, so those are what a transaction needs. No
+# function may Scan.
+# The switch path (authorize, complete) reads and writes core and writes CDRs; it writes no journal entry
+# (a call's entry is its call record) and queries nothing.
 SWITCH_ACCESS = {
-    "core": ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-             "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
-    "ledger": ["dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
-    "cdrs": ["dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
+    "core": Access(("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                    "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")),
+    "cdrs": Access(("dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")),
 }
+# The sweeper reads expired holds from the sparse `held` index and releases them.
 SWEEPER_ACCESS = {
-    "core": ["dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
-             "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"],
+    "core": Access(("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
+                    "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"), indexes=("held",)),
 }
-# Each function: Chalice's logical id, memory in MB (None: the stage's switch memory), timeout in s, data access.
+# The portal: accounts, sign-in items and keys in core (lists by Query on the subtree and listing
+# indexes), journal entries it posts and reads back, the history (journal indexes and cdrs).
+PORTAL_ACCESS = {
+    "core": Access(("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
+                    "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
+    "journal": Access(("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
+                       "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
+    "cdrs": Access(("dynamodb:Query", "dynamodb:GetItem", "dynamodb:DescribeTable")),
+}
+# Each function: Chalice's logical id, memory in MB (a Stage attribute name, or a number), timeout in s,
+# data access, whether it serves the portal (token key, mail). The REST API (Chalice's APIHandler) serves
+# the switch routes, /health and the portal; the switch function (function URL) serves switches only.
 FUNCTIONS = {
-    "api": ("APIHandler", 256, 10, SWITCH_ACCESS),        # the REST API serves the same switch routes
-    "switch": ("Switch", None, 10, SWITCH_ACCESS),
-    "sweeper": ("Sweeper", 512, 300, SWEEPER_ACCESS),
+    "api": ("APIHandler", "api_memory_mb", 10, union(SWITCH_ACCESS, PORTAL_ACCESS), True),
+    "switch": ("Switch", "switch_memory_mb", 10, SWITCH_ACCESS, False),
+    "sweeper": ("Sweeper", 512, 300, SWEEPER_ACCESS, False),
 }
 
 
 class CascadeStack(Stack):
-    def __init__(self, scope: Construct, stage: Stage, alarm_email: Optional[str] = None, **kwargs):
+    def __init__(self, scope: Construct, stage: Stage, alarm_email: Optional[str] = None,
+                 defer_indexes: Sequence[str] = (), **kwargs):
         super().__init__(scope, f"cascade-{stage.name}", **kwargs)
         self.stage = stage
         prefix = f"cascade-{stage.name}-"
         keep = RemovalPolicy.RETAIN if stage.production else RemovalPolicy.DESTROY
-        self.tables = model_tables(self, prefix, stage.production)
+        self.tables = model_tables(self, prefix, stage.production, defer_indexes)
 
         # The functions get this name (a literal, not the secret's ARN token) and read the value themselves.
         self.pepper_name = f"cascade/{stage.name}/switch-key-pepper"
@@ -55,19 +93,34 @@ class CascadeStack(Stack):
             generate_secret_string=secretsmanager.SecretStringGenerator(password_length=48,
                                                                         exclude_punctuation=True),
             removal_policy=keep)
+        # The portal's access-token signing key. A generated value is one bare key (no ':' or ','), which
+        # the tokens adapter reads as key id "k1"; rotation writes `kid:key,...` (docs/deploy.md).
+        self.token_key_name = f"cascade/{stage.name}/token-signing-key"
+        self.token_key = secretsmanager.Secret(
+            self, "TokenSigningKey", secret_name=self.token_key_name,
+            description="HS256 key(s) for portal access tokens: one bare key, or kid:key[,kid:key] (first signs)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64,
+                                                                        exclude_punctuation=True),
+            removal_policy=keep)
+        self.mail_from = stage.sender
+        if not re.fullmatch(r"[^@<>\s,]+@[^@<>\s,]+\.[^@<>\s,]+", self.mail_from):
+            # ses:FromAddress is the bare address: a display name ("Cascade <...>") would never match it.
+            raise ValueError(f"stage {stage.name}: mail_from must be a bare e-mail address, not {self.mail_from!r}")
 
         names = {fn: f"{prefix}{fn}" for fn in FUNCTIONS}
         self.log_groups, self.roles = {}, {}
-        for fn, (_, _, _, access) in FUNCTIONS.items():
+        for fn, (_, _, _, access, portal) in FUNCTIONS.items():
             self.log_groups[fn] = logs.LogGroup(self, f"{fn.capitalize()}Logs", log_group_name=f"/aws/lambda/{names[fn]}",
                                                 retention=logs.RetentionDays[stage.log_retention], removal_policy=keep)
-            self.roles[fn] = self._role(fn, access, self.log_groups[fn])
+            self.roles[fn] = self._role(fn, access, self.log_groups[fn], portal)
 
         self.app = Chalice(self, "App", source_dir=str(ROOT), stage_config={
             "api_gateway_stage": "api",
             "environment_variables": {
                 "CASCADE_TABLE_PREFIX": prefix,
                 "CASCADE_KEY_PEPPER_SECRET": self.pepper_name,
+                # EMF metrics (entrypoints/metrics.py) land next to the log metric filters' metrics.
+                "CASCADE_METRICS_NAMESPACE": f"Cascade/{stage.name}",
                 "POWERTOOLS_SERVICE_NAME": "cascade",
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
@@ -80,15 +133,19 @@ class CascadeStack(Stack):
         })
         # Chalice reads per-function settings only from .chalice/config.json's own stages, so each
         # function's role, memory and timeout are set on the packaged resources instead.
-        for fn, (logical, memory, timeout, _) in FUNCTIONS.items():
+        for fn, (logical, memory, timeout, _, portal) in FUNCTIONS.items():
             function = self.app.get_resource(logical)
             function.add_property_override("FunctionName", names[fn])
             function.add_property_override("Role", self.roles[fn].role_arn)
-            function.add_property_override("MemorySize", memory or stage.switch_memory_mb)
+            function.add_property_override("MemorySize", getattr(stage, memory) if isinstance(memory, str) else memory)
             function.add_property_override("Timeout", timeout)
             # Pure-Python dependencies only (pynamodb, powertools): Graviton is cheaper per GB-second.
             function.add_property_override("Architectures", ["arm64"])
             function.add_resource_dependency(self.log_groups[fn].node.default_child)   # retention set before logs
+            if portal:
+                # Only the portal's function gets these (Chalice's environment_variables go to every function).
+                for key, value in self._portal_environment().items():
+                    function.add_property_override(f"Environment.Variables.{key}", value)
         switch = self.app.get_resource("Switch")
         # SAM publishes a version per deploy behind the alias `live`; the function URL points at the
         # alias, so warm (provisioned) instances serve switches and a deploy swaps them atomically.
@@ -106,24 +163,50 @@ class CascadeStack(Stack):
         CfnOutput(self, "SwitchUrl", value=Fn.get_att("SwitchUrl", "FunctionUrl").to_string(),
                   description="Base URL for switches (CASCADE_URL, without the trailing /)")
         CfnOutput(self, "ApiUrl", value=Fn.sub("https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api/"),
-                  description="The REST API (same switch routes, /health)")
+                  description="The REST API (the switch routes, /health and the portal)")
         CfnOutput(self, "PepperSecretName", value=self.pepper_name)
+        CfnOutput(self, "TokenKeySecretName", value=self.token_key_name)
+        CfnOutput(self, "MailFrom", value=self.mail_from,
+                  description="Portal e-mail sender: verify it (or its domain) in SES in this region")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
 
-    def _role(self, fn: str, access: dict, log_group: logs.LogGroup) -> iam.Role:
+    def _portal_environment(self) -> dict:
+        env = {"CASCADE_TOKEN_KEY_SECRET": self.token_key_name, "CASCADE_MAIL_FROM": self.mail_from}
+        if self.stage.portal_link_base:
+            env["CASCADE_PORTAL_URL"] = self.stage.portal_link_base
+        return env
+
+    def _role(self, fn: str, access: Dict[str, Access], log_group: logs.LogGroup, portal: bool) -> iam.Role:
         role = iam.Role(self, f"{fn.capitalize()}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                         description=f"cascade {self.stage.name} {fn} function: only what it uses")
-        for logical, actions in access.items():
+        for logical, (actions, indexes) in access.items():
+            if "dynamodb:Scan" in actions:
+                raise ValueError(f"{fn}: no function may Scan ({logical})")
             table = self.tables[logical]
-            resources = [table.attr_arn]
-            if "dynamodb:Query" in actions:
-                resources += [f"{table.attr_arn}/index/{index.index_name}"
-                              for index in table.global_secondary_indexes or []]
-            role.add_to_policy(iam.PolicyStatement(actions=actions, resources=resources))
+            defined = [index.index_name for index in table.global_secondary_indexes or []]
+            chosen = defined if indexes == ALL_INDEXES else list(indexes)
+            unknown = set(chosen) - set(defined)
+            if unknown:
+                raise ValueError(f"{fn}: {logical} has no index {sorted(unknown)} (models.py)")
+            role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=[table.attr_arn]))
+            if chosen:
+                role.add_to_policy(iam.PolicyStatement(
+                    actions=["dynamodb:Query"],
+                    resources=[f"{table.attr_arn}/index/{name}" for name in chosen]))
         role.add_to_policy(iam.PolicyStatement(
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
             resources=[log_group.log_group_arn]))
         self.pepper.grant_read(role)
+        if portal:
+            role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
+                                                   resources=[self.token_key.secret_arn]))
+            # SES authorizes a send against the sender's identity and, in the sandbox, the recipients'
+            # identities too, so the resource is this account's identities in this region and the
+            # condition pins the From address.
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["ses:SendEmail", "ses:SendRawEmail"],
+                resources=[f"arn:{Aws.PARTITION}:ses:{Aws.REGION}:{Aws.ACCOUNT_ID}:identity/*"],
+                conditions={"StringEquals": {"ses:FromAddress": self.mail_from}}))
         return role
 
     def _switch_event_metrics(self) -> dict:
@@ -169,7 +252,7 @@ class CascadeStack(Stack):
             ("SwitchThrottles", fn_metric("switch", "Throttles"), 1, "switch requests throttled: raise concurrency"),
             ("SwitchP99", fn_metric("switch", "Duration", "p99"), self.stage.authorize_p99_ms,
              f"switch p99 above {self.stage.authorize_p99_ms} ms"),
-            ("ApiErrors", fn_metric("api", "Errors"), 1, "the REST API function raised"),
+            ("ApiErrors", fn_metric("api", "Errors"), 1, "the REST API function (switch routes, portal) raised"),
             ("SweeperErrors", fn_metric("sweeper", "Errors"), 1, "expired holds are not being released"),
         ]
         for logical in self.tables:

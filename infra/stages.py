@@ -22,6 +22,27 @@ class Stage:
     # the function URL, which has no custom domain without a CloudFront distribution in front.
     api_domain: Optional[str] = None
     api_certificate_arn: Optional[str] = None
+    # The REST API function serves the switch routes and the portal. Sign-in hashes passwords with scrypt
+    # at 128 MiB per hash (adapters/passwords.py), and Lambda's CPU share grows with memory (one vCPU at
+    # 1,769 MB): a hash took 0.41 s on one full core here, so expect about 0.7 s at 1024 MB and about
+    # 3 s at 256 MB.
+    api_memory_mb: int = 1024
+    # Portal e-mail (password resets, invitations) through SES. mail_from must be a verified SES identity
+    # (the address or its domain) in the stack's region; the function may send from this address only.
+    # Default: no-reply@<api_domain>, or no-reply@example.com (a placeholder that SES will refuse).
+    mail_from: Optional[str] = None
+    # The base of the links in those e-mails (<portal_url>/reset-password?token=...). Default:
+    # https://<api_domain> when the stage has one; otherwise set it, or the app's local default is used
+    # (the REST API's own URL cannot be given to its function: a circular reference in CloudFormation).
+    portal_url: Optional[str] = None
+
+    @property
+    def sender(self) -> str:
+        return self.mail_from or f"no-reply@{self.api_domain or 'example.com'}"
+
+    @property
+    def portal_link_base(self) -> Optional[str]:
+        return self.portal_url or (f"https://{self.api_domain}" if self.api_domain else None)
 
 
 STAGES = {

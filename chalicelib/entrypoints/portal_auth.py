@@ -17,19 +17,18 @@ import logging
 from decimal import Decimal
 from typing import Callable, Optional, Tuple
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from chalice import Blueprint, Response
 
 from chalicelib.domain.identity import (IdentityError, InvalidCredentials, InvalidRequest, Locked, NotAuthenticated,
                                         TooManyAttempts)
 
+from . import metrics
 from .portal_guard import identity_service, principal_of, source_ip
 
 log = logging.getLogger("cascade.portal.auth")
 auth_bp = Blueprint(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
-NAMESPACE = "Cascade"
 STATUS = {"invalid_request": 400, "weak_password": 400, "invalid_credentials": 401, "invalid_token": 401,
           "forbidden": 403, "email_taken": 409, "login_exists": 409, "locked": 429, "too_many_attempts": 429}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -190,8 +189,6 @@ def _error(status: int, code: str, message: str, field: Optional[str] = None, he
 def _count(name: str) -> None:
     """One EMF line per event; metrics must never break a sign-in."""
     try:
-        with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
-                           default_dimensions={"service": "portal"}):
-            pass
+        metrics.count(name, service="portal")
     except Exception:   # pragma: no cover
         log.warning("metric %s not emitted", name, exc_info=True)

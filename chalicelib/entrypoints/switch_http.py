@@ -14,6 +14,7 @@ from chalicelib.services.ports import StoreBusy
 from chalicelib.adapters.secrets import load_key_pepper
 from chalicelib.services.switch_keys import key_hash
 
+from . import metrics
 from .switch_input import BadRequest, api_key, clean_text, parse_body, whole_seconds
 
 log = logging.getLogger("cascade.switch")
@@ -29,8 +30,12 @@ def store():
 
 def authorize_response(result) -> Tuple[int, dict]:
     """A grant is 200; a refusal 402 for money, 403 for anything else (docs/switch-api.md)."""
+    if result.retries:
+        metrics.count("HoldRetries", result.retries)
     if isinstance(result, Authorized):
+        metrics.count("Grants")
         return 200, result.answer
+    metrics.count("Denials", reason=result.reason)
     assert isinstance(result, Denied)
     return (402 if result.reason == INSUFFICIENT_FUNDS else 403), {"authorized": False, "reason": result.reason}
 

@@ -43,8 +43,10 @@ class AuthorizeRequest:
 
 @dataclass(frozen=True)
 class Authorized:
-    """Granted: ``answer`` is what the switch is told (max_duration, the client's rate...)."""
+    """Granted: ``answer`` is what the switch is told (max_duration, the client's rate...); ``retries``:
+    holds the store refused (funds or limits moved since the read) before this one was placed."""
     answer: dict
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Denied:
     """Refused by the rules (domain.authorization's reasons); nothing was written."""
     reason: str
     account_id: Optional[str] = None
+    retries: int = 0
 
 
 Result = Union[Authorized, Denied]
@@ -101,7 +104,7 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
         decision = decide(chain, rates, snap.usage, settings)
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
-            return deny(decision.reason, decision.account_id)
+            return Denied(decision.reason, decision.account_id, retries=attempt - (1 if refreshed else 0))
         call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id)
         try:
             store.place_holds(call, (found.identity, route) if refreshed else None)
@@ -112,7 +115,7 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
         except Refused as refusal:
             log.info("call %s: %s (attempt %d), re-reading", request.call_id, refusal, attempt + 1)
             continue
-        return Authorized(call.answer)
+        return Authorized(call.answer, retries=attempt - (1 if refreshed else 0))
     raise StoreBusy(f"holds for call {request.call_id} kept being refused")
 
 

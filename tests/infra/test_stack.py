@@ -1,5 +1,6 @@
 """infra/ synthesized offline (no credentials) and checked: tables equal the PynamoDB models, data is
-protected, each function has only what it needs, the switch function is set up for switches, and
+protected, each function has only what it needs (the switch function nothing of the portal's), the
+switch function is set up for switches, the portal's secrets and mail reach only its function, and
 cfn-lint finds nothing."""
 import json
 import os
@@ -16,9 +17,11 @@ from chalicelib.adapters.dynamo.models import ALL_MODELS, TTL_ATTRIBUTES, logica
 from infra.stages import STAGES  # noqa: E402
 
 
-def synth(stage, workdir):
+def synth(stage, workdir, defer_indexes=None):
     """Synthesize one stage offline into workdir: (Template, template path). Chalice's packager writes
-    chalice.out/ into the cwd and sets the stage's variables in this process, so both are undone."""
+    chalice.out/ into the cwd and sets the stage's variables in this process, so both are undone.
+    Template.from_json refuses a template with a dependency cycle, which cfn-lint does not see when it
+    passes through the SAM API's definition body (the REST API's URL in its own function's environment)."""
     from infra.app import build
     cwd, environ = os.getcwd(), dict(os.environ)
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -26,7 +29,8 @@ def synth(stage, workdir):
     try:
         os.chdir(workdir)
         name = getattr(stage, "name", stage)
-        stack = build(stage, outdir=str(workdir / name)).synth().get_stack_by_name(f"cascade-{name}")
+        app = build(stage, outdir=str(workdir / name), defer_indexes=defer_indexes)
+        stack = app.synth().get_stack_by_name(f"cascade-{name}")
         return Template.from_json(stack.template), workdir / name / stack.template_file
     finally:
         os.chdir(cwd)
@@ -72,9 +76,23 @@ def test_every_table_and_index_equals_its_pynamodb_model(synthesized, stage):
             deployed = indexes[index["index_name"]]
             assert normalized(deployed["KeySchema"]) == normalized(index["key_schema"])
             assert deployed["Projection"]["ProjectionType"] == index["projection"]["ProjectionType"]
+            assert sorted(deployed["Projection"].get("NonKeyAttributes", [])) == \
+                sorted(index["projection"].get("NonKeyAttributes", []))
         assert not schema["local_secondary_indexes"] and "LocalSecondaryIndexes" not in props
         ttl = TTL_ATTRIBUTES.get(model)
         assert props.get("TimeToLiveSpecification") == ({"AttributeName": ttl, "Enabled": True} if ttl else None)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_journal_replaces_the_ledger_and_core_has_the_portal_indexes(synthesized, stage):
+    template, _ = synthesized[stage]
+    names = {r["Properties"]["TableName"] for r in resources(template, "AWS::DynamoDB::Table").values()}
+    assert names == {f"cascade-{stage}-{t}" for t in ("core", "journal", "cdrs")}
+    journal = table(template, f"cascade-{stage}-journal")
+    assert {i["IndexName"] for i in journal["GlobalSecondaryIndexes"]} == {"history", "peer_history"}
+    core = table(template, f"cascade-{stage}-core")
+    assert {i["IndexName"] for i in core["GlobalSecondaryIndexes"]} == {"held", "subtree", "listing"}
+    assert "GlobalSecondaryIndexes" not in table(template, f"cascade-{stage}-cdrs")
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
@@ -108,18 +126,32 @@ def _policy_of(template: Template, role_prefix: str) -> list:
     raise AssertionError(role_prefix)
 
 
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def _dynamodb_tables(statements) -> dict:
-    """{table logical id: set of dynamodb actions} granted by these statements."""
+    """{table logical id, or "<table logical id>/index/<name>": set of dynamodb actions} granted by these
+    statements."""
     out = {}
     for s in statements:
-        actions = [a for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
-                   if a.startswith("dynamodb:")]
-        for target in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]):
+        actions = [a for a in _listed(s["Action"]) if a.startswith("dynamodb:")]
+        for target in _listed(s["Resource"]):
             ref = json.dumps(target)
-            for logical in ("CoreTable", "LedgerTable", "CdrsTable"):
+            for logical in ("CoreTable", "JournalTable", "CdrsTable", "LedgerTable"):
                 if f'"{logical}"' in ref and actions:
-                    out.setdefault(logical, set()).update(actions)
+                    suffix = target["Fn::Join"][1][-1] if "Fn::Join" in target else ""
+                    out.setdefault(logical + suffix, set()).update(actions)
     return out
+
+
+def _model_indexes(logical: str) -> set:
+    model = next(m for m in ALL_MODELS if logical_name(m) == logical)
+    return {i["index_name"] for i in model._get_schema()["global_secondary_indexes"]}
+
+
+def _policies_by_role(template: Template) -> dict:
+    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper")}
 
 
 def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized):
@@ -133,10 +165,90 @@ def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized
     sweeper_policy = json.dumps(_policy_of(template, "Sweeper"))
     assert '"/index/held"' in sweeper_policy and "/index/*" not in sweeper_policy   # the one index it queries
     sweeper = _dynamodb_tables(_policy_of(template, "Sweeper"))
-    assert set(sweeper) == {"CoreTable"} and "dynamodb:PutItem" not in sweeper["CoreTable"]
+    assert set(sweeper) == {"CoreTable", "CoreTable/index/held"} and "dynamodb:PutItem" not in sweeper["CoreTable"]
+    assert sweeper["CoreTable/index/held"] == {"dynamodb:Query"} and "dynamodb:Query" not in sweeper["CoreTable"]
+    # The switch path writes no journal entry and queries nothing.
     switch = _dynamodb_tables(_policy_of(template, "Switch"))
-    assert set(switch) == {"CoreTable", "LedgerTable", "CdrsTable"}
-    assert not {"dynamodb:DeleteItem", "dynamodb:Scan"} & set().union(*switch.values())
+    assert set(switch) == {"CoreTable", "CdrsTable"}
+    assert not {"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:Query"} & set().union(*switch.values())
+
+
+def test_the_rest_api_function_has_switch_and_portal_access_and_nothing_scans(synthesized):
+    from infra.stack import PORTAL_ACCESS, SWITCH_ACCESS
+    template, _ = synthesized["prod"]
+    api = _dynamodb_tables(_policy_of(template, "Api"))
+    for logical, access in (("core", SWITCH_ACCESS["core"]), ("core", PORTAL_ACCESS["core"]),
+                            ("journal", PORTAL_ACCESS["journal"]), ("cdrs", SWITCH_ACCESS["cdrs"]),
+                            ("cdrs", PORTAL_ACCESS["cdrs"])):
+        assert set(access.actions) <= api[f"{logical.capitalize()}Table"], logical
+    for logical in ("core", "journal", "cdrs"):
+        assert "dynamodb:Query" in api[f"{logical.capitalize()}Table"], logical
+        for index in _model_indexes(logical):          # every index by name, no /index/* wildcard
+            assert api[f"{logical.capitalize()}Table/index/{index}"] == {"dynamodb:Query"}, (logical, index)
+    assert api["CoreTable"] == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
+                                "dynamodb:DescribeTable"}
+    assert api["JournalTable"] == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query",
+                                   "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"}
+    assert "LedgerTable" not in json.dumps(template.to_json())
+    for role, statements in _policies_by_role(template).items():
+        granted = {a for s in statements for a in _listed(s["Action"])}
+        assert not {a for a in granted if a.lower() in ("dynamodb:scan", "dynamodb:*")}, role
+        assert "dynamodb:DeleteItem" not in granted or role == "Api", role
+
+
+def test_only_the_portal_function_reads_the_token_key_and_sends_mail(synthesized):
+    template, _ = synthesized["prod"]
+    secrets = {logical: r["Properties"] for logical, r in resources(template, "AWS::SecretsManager::Secret").items()}
+    token_key = next(logical for logical, p in secrets.items() if p["Name"] == "cascade/prod/token-signing-key")
+    policies = _policies_by_role(template)
+    reads = [s for s in policies["Api"] if json.dumps(s["Resource"]) == json.dumps({"Ref": token_key})]
+    assert [s["Action"] for s in reads] == ["secretsmanager:GetSecretValue"]
+    for role in ("Switch", "Sweeper"):
+        assert token_key not in json.dumps(policies[role]), role
+        assert not [s for s in policies[role] if any(a.startswith("ses:") for a in _listed(s["Action"]))], role
+    mail = [s for s in policies["Api"] if any(a.startswith("ses:") for a in _listed(s["Action"]))]
+    assert len(mail) == 1
+    assert sorted(_listed(mail[0]["Action"])) == ["ses:SendEmail", "ses:SendRawEmail"]
+    assert mail[0]["Condition"] == {"StringEquals": {"ses:FromAddress": STAGES["prod"].sender}}
+    assert mail[0]["Resource"] != "*" and json.dumps(mail[0]["Resource"]).endswith(':identity/*"]]}')
+
+
+def test_the_token_key_is_generated_in_a_format_the_tokens_adapter_accepts(synthesized):
+    import secrets as random
+    import string
+    from chalicelib.adapters.tokens import MIN_KEY_BYTES, parse_keys
+    template, _ = synthesized["prod"]
+    secret = next(r for r in resources(template, "AWS::SecretsManager::Secret").values()
+                  if r["Properties"]["Name"] == "cascade/prod/token-signing-key")
+    assert secret["DeletionPolicy"] == "Retain"          # a new key would sign every user out
+    generator = secret["Properties"]["GenerateSecretString"]
+    assert generator["ExcludePunctuation"] is True and "SecretStringTemplate" not in generator
+    assert generator["PasswordLength"] >= max(48, MIN_KEY_BYTES)
+    # What Secrets Manager generates: letters and digits only, so no ':' or ',' -> one key, id "k1".
+    value = "".join(random.choice(string.ascii_letters + string.digits) for _ in range(generator["PasswordLength"]))
+    assert parse_keys(value) == [("k1", value)]
+    template.has_output("TokenKeySecretName", {"Value": "cascade/prod/token-signing-key"})
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_portal_settings_reach_the_rest_api_function_only(synthesized, stage):
+    template, _ = synthesized[stage]
+    functions = resources(template, "AWS::Serverless::Function")
+    env = {name: f["Properties"]["Environment"]["Variables"] for name, f in functions.items()}
+    portal_only = {"CASCADE_TOKEN_KEY_SECRET", "CASCADE_MAIL_FROM", "CASCADE_PORTAL_URL", "CASCADE_TOKEN_KEY",
+                   "CASCADE_MAIL_VERIFY_SENDER", "CASCADE_SCRYPT_N"}
+    assert env["APIHandler"]["CASCADE_TOKEN_KEY_SECRET"] == f"cascade/{stage}/token-signing-key"
+    assert env["APIHandler"]["CASCADE_MAIL_FROM"] == STAGES[stage].sender
+    # Never on AWS: a key in plain text, the test-only scrypt cost, or moto's sender verification.
+    assert not {"CASCADE_TOKEN_KEY", "CASCADE_MAIL_VERIFY_SENDER", "CASCADE_SCRYPT_N"} & set(env["APIHandler"])
+    assert ("CASCADE_PORTAL_URL" in env["APIHandler"]) is bool(STAGES[stage].portal_link_base)
+    for name in ("Switch", "Sweeper"):
+        assert not portal_only & set(env[name]), name
+    for name, variables in env.items():        # EMF metrics share the log metric filters' namespace
+        assert variables["CASCADE_METRICS_NAMESPACE"] == f"Cascade/{stage}", name
+    # scrypt at 128 MiB per hash, and CPU in proportion to memory (adapters/passwords.py)
+    assert functions["APIHandler"]["Properties"]["MemorySize"] >= 512
 
 
 def test_the_switch_function_is_arm64_warm_behind_a_function_url_and_reads_its_pepper_from_a_secret(synthesized):
@@ -235,10 +347,45 @@ def test_the_packaged_code_has_no_compiled_modules_so_arm64_is_safe(synthesized)
         assert not [n for n in names if n.startswith(("infra/", "tests/", "integrations/"))], bundle
 
 
-def test_a_stage_with_a_custom_domain_maps_the_rest_api_to_it(tmp_path):
+def test_a_stage_with_a_custom_domain_maps_the_rest_api_to_it_and_mails_from_it(tmp_path):
     import dataclasses
     edge = dataclasses.replace(STAGES["prod"], name="edge", api_domain="api.example.com",
                                api_certificate_arn="arn:aws:acm:us-east-1:111122223333:certificate/abc")
     template, _ = synth(edge, tmp_path)
     template.has_resource_properties("AWS::ApiGateway::DomainName", Match.object_like({"DomainName": "api.example.com"}))
     template.resource_count_is("AWS::ApiGateway::BasePathMapping", 1)
+    env = resources(template, "AWS::Serverless::Function")["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert env["CASCADE_MAIL_FROM"] == "no-reply@api.example.com"
+    assert env["CASCADE_PORTAL_URL"] == "https://api.example.com"
+    template.has_resource_properties("AWS::IAM::Policy", Match.object_like({"PolicyDocument": Match.object_like({
+        "Statement": Match.array_with([Match.object_like({
+            "Condition": {"StringEquals": {"ses:FromAddress": "no-reply@api.example.com"}}})])})}))
+
+
+def test_an_upgrade_can_defer_an_index_and_the_settings_override_the_defaults(tmp_path):
+    """CloudFormation adds one index per table per update: an existing core table gains subtree and
+    listing in two deploys, the first with defer_indexes=core.listing."""
+    import dataclasses
+    step = dataclasses.replace(STAGES["dev"], name="step", mail_from="billing@mail.example.org",
+                               portal_url="https://portal.example.org/")
+    template, path = synth(step, tmp_path, defer_indexes="core.listing")
+    core = table(template, "cascade-step-core")
+    assert {i["IndexName"] for i in core["GlobalSecondaryIndexes"]} == {"held", "subtree"}
+    assert not {"list_pk", "list_sk"} & {a["AttributeName"] for a in core["AttributeDefinitions"]}
+    api = _dynamodb_tables(_policy_of(template, "Api"))
+    assert "CoreTable/index/listing" not in api and api["CoreTable/index/subtree"] == {"dynamodb:Query"}
+    env = resources(template, "AWS::Serverless::Function")["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert env["CASCADE_MAIL_FROM"] == "billing@mail.example.org"
+    assert env["CASCADE_PORTAL_URL"] == "https://portal.example.org/"
+    cfn_lint = pathlib.Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bad_settings_are_refused_before_anything_is_packaged(tmp_path):
+    import dataclasses
+    with pytest.raises(ValueError, match="defer_indexes"):
+        synth("dev", tmp_path, defer_indexes="ledger.history")
+    named = dataclasses.replace(STAGES["dev"], name="named", mail_from="Cascade <no-reply@example.com>")
+    with pytest.raises(ValueError, match="bare e-mail address"):
+        synth(named, tmp_path)

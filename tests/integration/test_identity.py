@@ -156,13 +156,14 @@ def test_unknown_email_costs_one_full_hash_at_current_parameters_like_a_wrong_pa
     assert costs == [["1024", "8", "1"], ["1024", "8", "1"]]
 
 
-def test_sign_ins_emit_emf_metrics_in_the_cascade_namespace(client, capsys):
+def test_sign_ins_emit_emf_metrics_in_the_stage_namespace(client, capsys, monkeypatch):
+    monkeypatch.setenv("CASCADE_METRICS_NAMESPACE", "Cascade/test")
     sign_in(client)
     sign_in(client, password="wrong password here")
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     emitted = [(m["_aws"]["CloudWatchMetrics"][0]["Namespace"], m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"])
                for m in lines]
-    assert emitted == [("Cascade", "SignIns"), ("Cascade", "SignInFailures")]
+    assert emitted == [("Cascade/test", "SignIns"), ("Cascade/test", "SignInFailures")]
 
 
 def test_a_malformed_email_is_a_400_naming_the_field(client):

@@ -459,3 +459,18 @@ def test_absurd_billsec_is_a_400_not_a_500(client):
     assert call_item("huge-1").status == "held" and account("acme").balance == D("20.00")   # nothing written
     assert r.status_code == 400, r.body
     assert body_of(r)["field"] == "billsec"
+
+
+def test_grants_denials_and_hold_retries_are_counted_as_emf_metrics(client, capsys, monkeypatch):
+    # GIVEN the demo tree and the stage's metrics namespace
+    monkeypatch.setenv("CASCADE_METRICS_NAMESPACE", "Cascade/test")
+    load(demo_seed())
+    capsys.readouterr()
+    # WHEN one call is granted and one refused for an unknown account
+    assert post_authorize(client, "1001", NUMBER, "m-1").status_code == 200
+    assert post_authorize(client, "nobody", NUMBER, "m-2").status_code == 403
+    # THEN one EMF line says Grants and one says Denials with the reason as a dimension
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    seen = [(m["_aws"]["CloudWatchMetrics"][0]["Namespace"], m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+             m.get("reason")) for m in lines]
+    assert seen == [("Cascade/test", "Grants", None), ("Cascade/test", "Denials", "account_unknown")]
