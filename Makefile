@@ -40,7 +40,7 @@ bootstrap: $(STAMP) ## once per AWS account and region: the CDK's staging bucket
 
 deploy: $(STAMP) ## make deploy STAGE=prod [ALARM_EMAIL=ops@example.com]: the whole system to your AWS account
 	$(CDK) deploy cascade-$(STAGE) --app "$(PY) -m infra.app" --output infra/cdk.out \
-	  -c stage=$(STAGE) $(if $(ALARM_EMAIL),-c alarm_email=$(ALARM_EMAIL)) --require-approval broadening
+	  -c stage=$(STAGE) $(if $(ALARM_EMAIL),-c alarm_email=$(ALARM_EMAIL)) $(if $(DEFER_INDEXES),-c defer_indexes=$(DEFER_INDEXES)) --require-approval broadening
 	rm -rf chalice.out
 
 clean:

@@ -21,6 +21,7 @@ from chalicelib.domain.money import NotMoney, money
 from chalicelib.services.ports import AlreadyExists, StoreBusy
 from chalicelib.services.portal import Conflict, Forbidden, InvalidInput, NotFound, Portal
 
+from . import metrics
 from .portal_guard import principal_of
 
 log = logging.getLogger("cascade.portal")
@@ -349,9 +350,11 @@ def remove_sip_user(p: Portal, principal, account_id, username, **_):
 def _money_route(kind: str, summary: str):
     @portal_route(f"/accounts/{{account_id}}/{kind}s", "POST", summary, body=MOVE, ok=201, tag="money")
     def move(p: Portal, principal, account_id, data, **_):
-        entry, _created = getattr(p, kind)(principal, account_id, data["amount"], data["idempotency_key"],
-                                           data.get("reference", ""), data.get("description", ""))
-        return dict(entry_view(entry, account_id), replayed=not _created)
+        entry, created = getattr(p, kind)(principal, account_id, data["amount"], data["idempotency_key"],
+                                          data.get("reference", ""), data.get("description", ""))
+        if created:
+            metrics.count(kind.capitalize() + "s", service="portal")
+        return dict(entry_view(entry, account_id), replayed=not created)
     move.__name__ = f"{kind}_route"
     return move
 
