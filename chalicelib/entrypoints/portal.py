@@ -18,7 +18,7 @@ from chalicelib.domain.accounts import (BILLING_MODES, BILLING_TYPES, CLIENT, CR
 from chalicelib.domain.identity import IdentityError, InvalidRequest, NotAuthenticated
 from chalicelib.domain.ledger import ENTRY_KINDS, InvalidAmount
 from chalicelib.domain.money import NotMoney, money
-from chalicelib.services.ports import AlreadyExists, StoreBusy
+from chalicelib.services.ports import AlreadyExists, BadCursor, StoreBusy
 from chalicelib.services.portal import Conflict, Forbidden, InvalidInput, NotFound, Portal
 
 from . import metrics
@@ -180,7 +180,8 @@ def _relative_path(account: Account, principal: Principal) -> str:
 def account_view(account: Account, principal: Principal) -> dict:
     return {
         "id": account.id, "role": account.role, "name": account.name, "email": account.email,
-        "parent_id": account.parent_id if account.id != principal.account_id or principal.is_admin else account.parent_id,
+        # the caller's own parent is above its wall, as every id in the part of the path it is not shown
+        "parent_id": None if account.id == principal.account_id else account.parent_id,
         "path": _relative_path(account, principal), "status": account.status,
         "billing_type": account.billing_type, "billing_mode": account.billing_mode,
         "currency": account.currency, "timezone": account.timezone, "billing_day": account.billing_day,
@@ -254,6 +255,8 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 return _error(400, "invalid_request", f"{exc.field} {exc.message}", exc.field)
             except InvalidAmount as exc:
                 return _error(400, "invalid_request", str(exc), exc.field)
+            except BadCursor:
+                return _error(400, "invalid_request", "cursor is not one this list handed out", "cursor")
             except NotAuthenticated:
                 return _error(401, "invalid_token", "a valid Bearer token or X-Portal-Key is required")
             except NotFound:

@@ -16,6 +16,7 @@ from chalicelib.domain.access import Principal, child_path
 from chalicelib.domain.accounts import (ACTIVE, ADMIN, CLIENT, CLOSED, CREATE_CLIENTS, CREATE_NOTHING,
                                         CREATE_RESELLERS, POSTPAID, RESELLER, SUSPENDED, Account, InvalidAccount,
                                         TreeSettings, check_account)
+from chalicelib.domain.identity import normalise_email
 from chalicelib.domain.ledger import InvalidAmount, Movement
 
 from .ports import DuplicateEntry, Refused
@@ -46,6 +47,19 @@ class InvalidInput(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field} {message}")
         self.field, self.message = field, message
+
+
+def _same_request(existing, movement: Movement) -> bool:
+    """Is a stored journal item the entry this movement would write? Compared on what the request said
+    (account, kind, postings; a credit limit's new value), not on what the account is now."""
+    entry = movement.entry
+    if (existing.account_id, existing.entry_kind) != (entry.subject, entry.kind):
+        return False
+    if {k: Decimal(v) for k, v in existing.postings.items()} != {p.book: p.amount for p in entry.postings}:
+        return False
+    if entry.kind == ledger.CREDIT_LIMIT:
+        return Decimal((existing.details or {}).get("new", "-1")) == Decimal(entry.details["new"])
+    return True
 
 
 def new_id(prefix: str) -> str:
@@ -108,7 +122,8 @@ class Portal:
             allow_loss=bool(fields.get("allow_loss", False)),
             reseller_model=fields.get("reseller_model", "margin"),
             commission_percent=fields.get("commission_percent") or Decimal(0), currency=parent.currency,
-            path=child_path(parent.path, account_id), email=fields.get("email"),
+            path=child_path(parent.path, account_id),
+            email=normalise_email(fields["email"]) if fields.get("email") is not None else None,
             timezone=fields.get("timezone", "UTC"), billing_day=fields.get("billing_day", 1),
             low_balance=fields.get("low_balance"), may_create=may_create,
             created_at=self._now_iso(),
@@ -128,6 +143,11 @@ class Portal:
             try:
                 shown["email"] = self.identity.create_login(account.id, account.email, fields.get("password"))
             except Exception:
+                # all or nothing: a login written before the invitation mail failed goes too
+                try:
+                    self.identity.close_login(account.id, account.email)
+                except Exception:   # noqa: BLE001 - no login was written (e.g. the e-mail was taken)
+                    pass
                 self.store.remove_new_account(account.id, [n for n, _ in identities])
                 raise
         log.info("account %s (%s) created under %s by %s", account.id, role, parent.id, principal.account_id,
@@ -224,13 +244,13 @@ class Portal:
                 description: str = ""):
         account = self.managed(principal, account_id)
         return self._post(account, ledger.payment(account, amount, self._key(principal, key), principal.account_id,
-                                                  ref, description), amount)
+                                                  ref, description), amount, principal.account_id, key)
 
     def charge(self, principal: Principal, account_id: str, amount: Decimal, key: str, ref: str = "",
                description: str = ""):
         account = self.managed(principal, account_id)
         return self._post(account, ledger.charge(account, amount, self._key(principal, key), principal.account_id,
-                                                 ref, description), amount)
+                                                  ref, description), amount, principal.account_id, key)
 
     def transfer(self, principal: Principal, account_id: str, amount: Decimal, key: str, ref: str = "",
                  description: str = ""):
@@ -240,13 +260,14 @@ class Portal:
             raise Forbidden("forbidden", "a reseller transfers from its own balance to its own accounts")
         payer = self.store.account(principal.account_id)
         return self._post(account, ledger.transfer(payer, account, amount, self._key(principal, key),
-                                                   principal.account_id, ref, description), amount)
+                                                   principal.account_id, ref, description), amount,
+                          principal.account_id, key)
 
     def set_credit_limit(self, principal: Principal, account_id: str, limit: Decimal, key: str, description: str = ""):
         account = self.managed(principal, account_id)
         movement = ledger.credit_limit_change(account, limit, self._key(principal, key), principal.account_id,
                                               description)
-        return self._post(account, movement, limit)
+        return self._post(account, movement, limit, principal.account_id, key)
 
     def balance(self, principal: Principal, account_id: str) -> Account:
         return self.walled(principal, account_id)
@@ -263,15 +284,15 @@ class Portal:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _post(self, account: Account, movement: Movement, amount: Decimal):
-        """Apply once. A retried request (same idempotency key) gets the first entry back; the same key
-        with another account, kind or amount is a conflict, never a second movement."""
+    def _post(self, account: Account, movement: Movement, amount: Decimal, caller: str, key: str):
+        """Apply once. The idempotency key is the caller's, whatever the account or kind: a retried
+        request gets the first entry back; the same key for another account, kind or amount is a
+        conflict, never a second movement."""
         try:
-            self.store.post(movement, self.clock())
+            self.store.post(movement, self.clock(), idempotency=(caller, key))
         except DuplicateEntry:
-            existing = self.store.journal_entry(movement.entry.subject, movement.entry.id)
-            if existing is None or {k: Decimal(v) for k, v in existing.postings.items()} != \
-                    {p.book: p.amount for p in movement.entry.postings} or dict(existing.details or {}) != dict(movement.entry.details or {}):
+            existing = self.store.entry_for_key(caller, key)
+            if existing is None or not _same_request(existing, movement):
                 raise Conflict("idempotency_key_reused", "this idempotency key was used for another request")
             return existing, False
         except Refused as exc:

@@ -30,6 +30,10 @@ class AlreadyExists(Exception):
         self.what = what
 
 
+class BadCursor(ValueError):
+    """A pagination cursor this store did not hand out (malformed, or of another list)."""
+
+
 class AlreadySettled(Exception):
     """Another completion of this call won the race."""
 

@@ -46,6 +46,10 @@ def call_key(call_id: str) -> Tuple[str, str]:
     return f"CALL#{text_key(call_id)}", ROOT
 
 
+def idempotency_key(caller: str, key: str) -> Tuple[str, str]:
+    return f"IDEM#{caller}", text_key(key)
+
+
 def cps_key(account_id: str, second: int) -> Tuple[str, str]:
     return f"CPS#{account_id}", str(second)
 

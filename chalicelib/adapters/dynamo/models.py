@@ -192,6 +192,13 @@ class CallItem(CoreItem, discriminator="call"):
     held_index = HeldIndex()
 
 
+class IdempotencyItem(CoreItem, discriminator="idempotency"):
+    """IDEM#<caller> / <h(key)>: which journal entry a caller's idempotency key made. Written with the
+    entry, so a key is spent once whatever account or kind a retry names."""
+    entry_account = UnicodeAttribute()
+    entry_id = UnicodeAttribute()
+
+
 class CounterItem(CoreItem, discriminator="counter"):
     n = NumberAttribute(null=True)                  # CPS: calls started in that second
     used = DecimalAttribute(null=True)              # spend limits: spent + reserved by calls in flight

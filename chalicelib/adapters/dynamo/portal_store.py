@@ -18,19 +18,17 @@ from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.domain.accounts import Account
 from chalicelib.domain.ledger import BalanceChange
-from chalicelib.services.ports import AlreadyExists, Refused, StoreBusy
+from pynamodb.exceptions import DeleteError, PutError, QueryError, UpdateError
+
+from chalicelib.services.ports import AlreadyExists, BadCursor, Refused, StoreBusy
 from chalicelib.services.records import Route
 
-from .keys import account_key, children_list, identity_key
-from .models import AccountItem, CdrItem, CoreItem, IdentityItem, JournalItem
+from .keys import account_key, children_list, idempotency_key, identity_key
+from .models import AccountItem, CdrItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem
 from .reads import to_account
 from .writes import Tx, account_item, change_update, search_text
 
 SIP_USERS_LIST = "SIPUSERS#"
-
-
-class BadCursor(ValueError):
-    pass
 
 
 def encode_cursor(data) -> Optional[str]:
@@ -40,12 +38,32 @@ def encode_cursor(data) -> Optional[str]:
 
 
 def decode_cursor(text: Optional[str]):
+    """A cursor is a JSON object of DynamoDB keys ({"name": {"S": "..."}}) or, for the merged history,
+    of such objects per source; anything else is refused before it reaches DynamoDB."""
     if not text:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadCursor("cursor") from exc
+    if not isinstance(data, dict) or not data or not all(_key_shaped(v) or (isinstance(v, dict) and all(
+            _key_shaped(x) for x in v.values())) or v == "done" for v in data.values()):
+        raise BadCursor("cursor")
+    return data
+
+
+def _key_shaped(value) -> bool:
+    return isinstance(value, dict) and list(value) == ["S"] and isinstance(value["S"], str) and 0 < len(value["S"]) <= 1024
+
+
+def _checked(run):
+    """Run a Query page; a cursor DynamoDB refuses (well-formed, but of another list) is a BadCursor."""
+    try:
+        return run()
+    except QueryError as exc:
+        if getattr(exc, "cause_response_code", None) == "ValidationException":
+            raise BadCursor("cursor") from exc
+        raise
 
 
 def _page(result_iterator, limit: int) -> Tuple[list, Optional[dict]]:
@@ -117,7 +135,7 @@ class PortalStore:
             condition &= AccountItem.status.is_in(*expect_status)
         try:
             AccountItem(*account_key(account_id)).update(actions=actions, condition=condition)
-        except AccountItem.UpdateError as exc:
+        except UpdateError as exc:
             if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
                 raise Refused(account_id, "update") from exc
             raise StoreBusy(str(exc)) from exc
@@ -125,7 +143,7 @@ class PortalStore:
     def children(self, parent_id: str, limit: int, cursor: Optional[str]) -> Tuple[List[Account], Optional[str]]:
         start = decode_cursor(cursor)
         result = CoreItem.listing.query(children_list(parent_id), limit=limit, last_evaluated_key=start)
-        items, last = _page(result, limit)
+        items, last = _checked(lambda: _page(result, limit))
         return [to_account(i) for i in full_items(items) if isinstance(i, AccountItem)], encode_cursor(last)
 
     def subtree(self, tree: str, path: str, limit: int, cursor: Optional[str], role: Optional[str] = None,
@@ -139,14 +157,14 @@ class PortalStore:
                 condition = part if condition is None else condition & part
         result = CoreItem.subtree.query(tree, CoreItem.path.startswith(path + "/"), filter_condition=condition,
                                         limit=limit, last_evaluated_key=decode_cursor(cursor))
-        items, last = [], None
-        for item in result:
-            items.append(item)
-            if len(items) >= limit:
-                last = result.last_evaluated_key
-                break
-        else:
-            last = result.last_evaluated_key
+        def page():
+            items = []
+            for item in result:
+                items.append(item)
+                if len(items) >= limit:
+                    return items, result.last_evaluated_key
+            return items, result.last_evaluated_key
+        items, last = _checked(page)
         return [to_account(i) for i in full_items(items) if isinstance(i, AccountItem)], encode_cursor(last)
 
     # --- SIP users --------------------------------------------------------------------------------
@@ -154,7 +172,7 @@ class PortalStore:
     def add_identity(self, name: str, client_id: str, route: Route) -> None:
         try:
             identity_item(name, client_id, route).save(condition=IdentityItem.pk.does_not_exist())
-        except IdentityItem.PutError as exc:
+        except PutError as exc:
             if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
                 raise AlreadyExists("identity") from exc
             raise StoreBusy(str(exc)) from exc
@@ -167,8 +185,10 @@ class PortalStore:
         try:
             IdentityItem(*identity_key(name)).delete(condition=IdentityItem.client_id == client_id)
             return True
-        except IdentityItem.DeleteError:
-            return False
+        except DeleteError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                return False
+            raise StoreBusy(str(exc)) from exc
 
     # --- journal ----------------------------------------------------------------------------------
 
@@ -177,6 +197,14 @@ class PortalStore:
             return JournalItem.get(account_id, entry_id, consistent_read=True)
         except JournalItem.DoesNotExist:
             return None
+
+    def entry_for_key(self, caller: str, key: str) -> Optional[JournalItem]:
+        """The journal entry a caller's idempotency key made, if it made one."""
+        try:
+            marker = IdempotencyItem.get(*idempotency_key(caller, key), consistent_read=True)
+        except IdempotencyItem.DoesNotExist:
+            return None
+        return self.journal_entry(marker.entry_account, marker.entry_id)
 
     def history(self, account_id: str, limit: int, cursor: Optional[str], since: Optional[str] = None,
                 until: Optional[str] = None, calls: bool = True, entries: bool = True) -> Tuple[list, Optional[str]]:
@@ -200,13 +228,14 @@ class PortalStore:
         for name, query in sources.items():
             if state.get(name) == "done":
                 continue
-            taken = 0
-            for item in query(state.get(name)):
-                order = item.at_id if isinstance(item, JournalItem) else item.cdr_id
-                rows.append((order, name, item))
-                taken += 1
-                if taken >= limit:
-                    break
+            def fetch():
+                out = []
+                for item in query(state.get(name)):
+                    out.append(((item.at_id if isinstance(item, JournalItem) else item.cdr_id), name, item))
+                    if len(out) >= limit:
+                        break
+                return out
+            rows += _checked(fetch)
         rows.sort(key=lambda r: r[0], reverse=True)
         page = rows[:limit]
         next_state = dict(state)

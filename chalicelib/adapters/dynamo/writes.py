@@ -23,8 +23,9 @@ from chalicelib.services.ports import AlreadySettled, DuplicateCall, DuplicateEn
 from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
 
 from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
-                   identity_key, iso_ms, spend_keys, text_key)
-from .models import AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdentityItem, JournalItem
+                   identity_key, idempotency_key, iso_ms, spend_keys, text_key)
+from .models import (AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdempotencyItem, IdentityItem,
+                     JournalItem)
 
 log = logging.getLogger("cascade.store")
 
@@ -272,13 +273,19 @@ class DynamoWrites:
 
     # --- the portal -------------------------------------------------------------------------------
 
-    def post(self, movement: Movement, now: float, extra: Sequence[Tuple[object, CoreItem, list, object]] = ()) -> None:
+    def post(self, movement: Movement, now: float, extra: Sequence[Tuple[object, CoreItem, list, object]] = (),
+             idempotency: Optional[Tuple[str, str]] = None) -> None:
         """Apply a movement's balance changes and write its journal entry, in one transaction: all or
-        nothing. ``extra`` updates (label, item, actions, condition) ride along (an account's new
-        credit limit...). Raises DuplicateEntry (the entry id exists: a replay) or Refused."""
+        nothing. ``idempotency`` (caller, key) spends the caller's key in the same transaction. ``extra``
+        updates (label, item, actions, condition) ride along. Raises DuplicateEntry (the entry id or the
+        key exists: a replay) or Refused."""
         tx = Tx()
         tx.put(("entry", movement.entry.id), journal_item(movement.entry, iso_ms(now)),
                condition=JournalItem.entry_id.does_not_exist())
+        if idempotency is not None:
+            tx.put(("entry", "key"), IdempotencyItem(*idempotency_key(*idempotency), entry_account=movement.entry.subject,
+                                                     entry_id=movement.entry.id),
+                   condition=IdempotencyItem.pk.does_not_exist())
         for change in movement.changes:
             tx.change(change, must_exist=True)
         for label, item, actions, condition in extra:
@@ -287,7 +294,7 @@ class DynamoWrites:
             tx.commit(self._conn, f"post {movement.entry.id}")
         except TransactWriteError as exc:
             refused = tx.refused(exc)
-            if ("entry", movement.entry.id) in refused:
+            if ("entry", movement.entry.id) in refused or ("entry", "key") in refused:
                 raise DuplicateEntry(movement.entry.id) from exc
             if refused:
                 what, account_id = refused[0]
