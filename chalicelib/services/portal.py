@@ -223,9 +223,9 @@ class Portal:
             raise Conflict("account_closed", "a closed account cannot get SIP users")
         route = Route.of_chain([account] + self._chain_of(self.store.account(account.parent_id)))
         password = secrets.token_urlsafe(18)
-        self.store.add_identity(username, account.id, route)
+        self.store.add_identity(username, account.id, route, password)
         log.info("SIP user %s added to %s", username, account.id)
-        # The switch password is shown once; storing it for the switch to read is a later issue's work.
+        # Shown once; stored for the switch's registrar to read (a later issue), never returned again.
         return {"username": username, "account_id": account.id, "status": "active", "password": password}
 
     def sip_users(self, principal: Principal, account_id: str) -> List[dict]:

@@ -115,3 +115,15 @@ def test_password_reset_by_the_mail_moto_holds_and_sign_out(stack):
     assert call(base, "POST", "/auth/password-reset/confirm", {"token": token, "password": "another new password"})[0] != 204
     assert call(base, "POST", "/auth/sign-out", {"refresh_token": session["refresh_token"]})[0] == 204
     assert call(base, "POST", "/auth/refresh", {"refresh_token": session["refresh_token"]})[0] == 401
+
+
+def test_a_sip_users_switch_password_is_stored_for_the_switch_and_shown_only_once(stack):
+    base, token = stack.base, sign_in(stack, "reseller")["access_token"]
+    status, sip = call(base, "POST", "/accounts/acme/sip-users", {"username": "once-1"}, token)
+    assert status == 201 and len(sip["password"]) >= 20
+    # the list never shows it again
+    listed = call(base, "GET", "/accounts/acme/sip-users", token=token)[1]["items"]
+    assert [u for u in listed if u["username"] == "once-1"] == [{"username": "once-1", "account_id": "acme", "status": "active"}]
+    # and the item keeps it for the switch
+    item = stack.table("core").get_item(Key={"pk": "ID#once-1", "sk": "#"}, ConsistentRead=True)["Item"]
+    assert item["sip_secret"] == sip["password"]

@@ -148,6 +148,9 @@ class AccountItem(CoreItem, discriminator="account"):
 class IdentityItem(CoreItem, discriminator="identity"):
     name = UnicodeAttribute()
     client_id = UnicodeAttribute()
+    # A SIP user's switch password, kept for the switch's registrar to read (a later issue); the portal
+    # shows it once, on creation, and never returns it again. Encrypted at rest with the table.
+    sip_secret = UnicodeAttribute(null=True)
     route = JSONTextAttribute()     # {"chain": [[account_id, tariff_id, limit flags], ...], "dial_plan": {...}}
 
 

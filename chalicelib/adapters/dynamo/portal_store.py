@@ -83,9 +83,9 @@ def full_items(keys_only: list) -> list:
     return [found[(i.pk, i.sk)] for i in keys_only if (i.pk, i.sk) in found]
 
 
-def identity_item(name: str, client_id: str, route: Route, status: str = "active") -> IdentityItem:
+def identity_item(name: str, client_id: str, route: Route, secret: Optional[str] = None) -> IdentityItem:
     return IdentityItem(*identity_key(name), name=name, client_id=client_id, route=route.to_dict(),
-                        list_pk=SIP_USERS_LIST + client_id, list_sk=name)
+                        list_pk=SIP_USERS_LIST + client_id, list_sk=name, sip_secret=secret)
 
 
 class PortalStore:
@@ -169,9 +169,9 @@ class PortalStore:
 
     # --- SIP users --------------------------------------------------------------------------------
 
-    def add_identity(self, name: str, client_id: str, route: Route) -> None:
+    def add_identity(self, name: str, client_id: str, route: Route, secret: Optional[str] = None) -> None:
         try:
-            identity_item(name, client_id, route).save(condition=IdentityItem.pk.does_not_exist())
+            identity_item(name, client_id, route, secret).save(condition=IdentityItem.pk.does_not_exist())
         except PutError as exc:
             if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
                 raise AlreadyExists("identity") from exc
