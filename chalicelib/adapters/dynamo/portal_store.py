@@ -56,6 +56,19 @@ def _key_shaped(value) -> bool:
     return isinstance(value, dict) and list(value) == ["S"] and isinstance(value["S"], str) and 0 < len(value["S"]) <= 1024
 
 
+def _expect(start: Optional[dict], names: set, **fixed: str) -> Optional[dict]:
+    """A cursor must be a key of this very list: the index's key attributes, nothing else, and the
+    list's own partition (DynamoDB refuses other keys; moto fails on them, so check before asking)."""
+    if start is None:
+        return None
+    if not isinstance(start, dict) or set(start) != names or not all(_key_shaped(v) for v in start.values()):
+        raise BadCursor("cursor")
+    for name, value in fixed.items():
+        if start[name]["S"] != value:
+            raise BadCursor("cursor")
+    return start
+
+
 def _checked(run):
     """Run a Query page; a cursor DynamoDB refuses (well-formed, but of another list) is a BadCursor."""
     try:
@@ -141,7 +154,7 @@ class PortalStore:
             raise StoreBusy(str(exc)) from exc
 
     def children(self, parent_id: str, limit: int, cursor: Optional[str]) -> Tuple[List[Account], Optional[str]]:
-        start = decode_cursor(cursor)
+        start = _expect(decode_cursor(cursor), {"pk", "sk", "list_pk", "list_sk"}, list_pk=children_list(parent_id))
         result = CoreItem.listing.query(children_list(parent_id), limit=limit, last_evaluated_key=start)
         items, last = _checked(lambda: _page(result, limit))
         return [to_account(i) for i in full_items(items) if isinstance(i, AccountItem)], encode_cursor(last)
@@ -155,8 +168,11 @@ class PortalStore:
                      AccountItem.search_text.contains(text.lower()) if text else None):
             if part is not None:
                 condition = part if condition is None else condition & part
+        start = _expect(decode_cursor(cursor), {"pk", "sk", "tree", "path"}, tree=tree)
+        if start is not None and not start["path"]["S"].startswith(path + "/"):
+            raise BadCursor("cursor")
         result = CoreItem.subtree.query(tree, CoreItem.path.startswith(path + "/"), filter_condition=condition,
-                                        limit=limit, last_evaluated_key=decode_cursor(cursor))
+                                        limit=limit, last_evaluated_key=start)
         def page():
             items = []
             for item in result:
@@ -212,6 +228,14 @@ class PortalStore:
         peer) and its calls (its CDRs). Three Queries merged; the cursor keeps each one's position."""
         low, high = since or "0", (until or "9999") + "~"
         state = decode_cursor(cursor) or {}
+        shapes = {"own": {"account_id", "entry_id", "at_id"}, "peer": {"account_id", "entry_id", "at_id", "peer_id"},
+                  "calls": {"account_id", "cdr_id"}}
+        for name, value in state.items():
+            if name not in shapes:
+                raise BadCursor("cursor")
+            if value != "done":
+                _expect(value, shapes[name], **({"peer_id": account_id} if name == "peer" else
+                                                {"account_id": account_id}))
         sources = {}
         if entries:
             sources["own"] = lambda start: JournalItem.history.query(
