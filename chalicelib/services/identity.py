@@ -302,7 +302,18 @@ class IdentityService:
             subject = "Reset your Cascade password"
             text = (f"Someone asked to reset your Cascade password.\n\nSet a new one (link valid 1 hour):\n{link}\n\n"
                     "If it was not you, ignore this message: your password stays as it is.\n")
-        self.mailer.send(email, subject, text)
+        try:
+            self.mailer.send(email, subject, text)
+        except Exception:
+            self.store.drop_reset(digest(token))   # a link nobody received must not stay usable
+            raise
+
+    def forget_account(self, account_id: str, email) -> None:
+        """Undo create_login for an account whose creation failed: its login and every item about it."""
+        try:
+            self.close_login(account_id, email)
+        finally:
+            self.store.forget_account(account_id)
 
 
 def _token_text(token) -> bool:

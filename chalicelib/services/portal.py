@@ -25,6 +25,8 @@ from .records import Route
 log = logging.getLogger("cascade.portal")
 
 MAX_PAGE = 100
+ALLOWED_ROLES = {CREATE_NOTHING: (), CREATE_CLIENTS: (CLIENT,), CREATE_RESELLERS: (CLIENT, RESELLER)}
+RIGHTS_RANK = {CREATE_NOTHING: 0, CREATE_CLIENTS: 1, CREATE_RESELLERS: 2}
 
 
 class NotFound(Exception):
@@ -107,9 +109,13 @@ class Portal:
             raise Conflict("parent_not_active", "accounts can only be created under an active account")
         role = fields["role"]
         if principal.role != ADMIN:
-            allowed = {CREATE_NOTHING: (), CREATE_CLIENTS: (CLIENT,), CREATE_RESELLERS: (CLIENT, RESELLER)}
-            if role not in allowed.get(parent.may_create, ()):
-                raise Forbidden("not_allowed_to_create", f"{parent.id} may not create a {role}")
+            # what the parent may create, and never more than the caller itself may: a reseller limited
+            # to clients creates no reseller anywhere below it
+            for who in (parent, me):
+                if role not in ALLOWED_ROLES.get(who.may_create, ()):
+                    raise Forbidden("not_allowed_to_create", f"{who.id} may not create a {role}")
+            if RIGHTS_RANK.get(fields.get("may_create") or CREATE_NOTHING, 0) > RIGHTS_RANK.get(me.may_create, 0):
+                raise Forbidden("not_allowed_to_create", "an account cannot be given rights its creator does not have")
         root = self._root(parent)
         account_id = new_id("c_" if role == CLIENT else "r_")
         may_create = fields.get("may_create") or (CREATE_NOTHING if role == CLIENT else CREATE_CLIENTS)
@@ -145,9 +151,9 @@ class Portal:
             except Exception:
                 # all or nothing: a login written before the invitation mail failed goes too
                 try:
-                    self.identity.close_login(account.id, account.email)
+                    self.identity.forget_account(account.id, account.email)
                 except Exception:   # noqa: BLE001 - no login was written (e.g. the e-mail was taken)
-                    pass
+                    log.warning("account %s: creation undone, no login to remove", account.id)
                 self.store.remove_new_account(account.id, [n for n, _ in identities])
                 raise
         log.info("account %s (%s) created under %s by %s", account.id, role, parent.id, principal.account_id,
@@ -159,6 +165,10 @@ class Portal:
 
     def edit(self, principal: Principal, account_id: str, fields: dict) -> Account:
         account = self.managed(principal, account_id)
+        if "may_create" in fields and principal.role != ADMIN:
+            me = self.store.account(principal.account_id)
+            if RIGHTS_RANK.get(fields["may_create"], 0) > RIGHTS_RANK.get(me.may_create if me else CREATE_NOTHING, 0):
+                raise Forbidden("not_allowed_to_create", "an account cannot be given rights its manager does not have")
         if account.status == CLOSED:
             raise Conflict("account_closed", "a closed account cannot be changed")
         parent = self.store.account(account.parent_id)
@@ -173,7 +183,7 @@ class Portal:
             self.store.update_account(account.id, fields, expect_status=(ACTIVE, SUSPENDED), change=change,
                                       search=(updated.name, updated.email))
         except Refused as exc:
-            raise Conflict("changed_meanwhile", "the account changed (or its funds do not allow this); read it and try again") from exc
+            raise self._refusal(account, exc) from exc
         return self.store.account(account.id)
 
     def set_status(self, principal: Principal, account_id: str, action: str) -> Account:
@@ -240,22 +250,28 @@ class Portal:
 
     # --- money ------------------------------------------------------------------------------------
 
+    def _money_target(self, principal: Principal, account_id: str) -> Account:
+        account = self.managed(principal, account_id)
+        if account.status == CLOSED:
+            raise Conflict("account_closed", "a closed account's money does not move")
+        return account
+
     def payment(self, principal: Principal, account_id: str, amount: Decimal, key: str, ref: str = "",
                 description: str = ""):
-        account = self.managed(principal, account_id)
+        account = self._money_target(principal, account_id)
         return self._post(account, ledger.payment(account, amount, self._key(principal, key), principal.account_id,
                                                   ref, description), amount, principal.account_id, key)
 
     def charge(self, principal: Principal, account_id: str, amount: Decimal, key: str, ref: str = "",
                description: str = ""):
-        account = self.managed(principal, account_id)
+        account = self._money_target(principal, account_id)
         return self._post(account, ledger.charge(account, amount, self._key(principal, key), principal.account_id,
                                                   ref, description), amount, principal.account_id, key)
 
     def transfer(self, principal: Principal, account_id: str, amount: Decimal, key: str, ref: str = "",
                  description: str = ""):
         """From the caller's own balance to one of its direct children."""
-        account = self.managed(principal, account_id)
+        account = self._money_target(principal, account_id)
         if account.parent_id != principal.account_id or principal.role != RESELLER:
             raise Forbidden("forbidden", "a reseller transfers from its own balance to its own accounts")
         payer = self.store.account(principal.account_id)
@@ -264,7 +280,7 @@ class Portal:
                           principal.account_id, key)
 
     def set_credit_limit(self, principal: Principal, account_id: str, limit: Decimal, key: str, description: str = ""):
-        account = self.managed(principal, account_id)
+        account = self._money_target(principal, account_id)
         movement = ledger.credit_limit_change(account, limit, self._key(principal, key), principal.account_id,
                                               description)
         return self._post(account, movement, limit, principal.account_id, key)
@@ -296,12 +312,20 @@ class Portal:
                 raise Conflict("idempotency_key_reused", "this idempotency key was used for another request")
             return existing, False
         except Refused as exc:
-            what = {"credit_limit": "credit_limit_changed", "billing_type": "changed_meanwhile"}.get(exc.what, "insufficient_funds")
-            raise Conflict(what, "not enough available funds (money held for calls in flight stays held)"
-                           if what == "insufficient_funds" else "the account changed; read it and try again") from exc
+            raise self._refusal(account, exc) from exc
         log.info("%s %s on %s", movement.entry.kind, amount, account.id,
                  extra={"event": movement.entry.kind, "account_id": account.id, "entry_id": movement.entry.id})
         return self.store.journal_entry(movement.entry.subject, movement.entry.id), True
+
+    def _refusal(self, before: Account, exc: Refused) -> Conflict:
+        """Why the store refused: if the account is as it was read, its funds did (money held for calls
+        in flight stays held); otherwise it changed meanwhile and the caller should read it again."""
+        now = self.store.account(before.id)
+        if now is not None and (now.credit_limit, now.billing_type, now.status) == \
+                (before.credit_limit, before.billing_type, before.status):
+            return Conflict("insufficient_funds", "not enough available funds (money held for calls in flight "
+                                                  "stays held)")
+        return Conflict("changed_meanwhile", "the account changed; read it and try again")
 
     @staticmethod
     def _key(principal: Principal, key: str) -> str:

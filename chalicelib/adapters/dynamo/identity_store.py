@@ -221,6 +221,13 @@ class DynamoIdentityStore:
         ResetTokenItem(*reset_key(record.digest), account_id=record.account_id, email=record.email,
                        purpose=record.purpose, expires=record.expires, used=False, ttl=record.expires).save()
 
+    def drop_reset(self, digest: str) -> None:
+        ResetTokenItem(*reset_key(digest)).delete()
+
+    def forget_account(self, account_id: str) -> None:
+        """An account that never came to be (its creation was undone): no sign-in item may outlive it."""
+        AuthItem(*auth_key(account_id)).delete()
+
     def get_reset(self, digest: str) -> Optional[ResetRecord]:
         item = _get(ResetTokenItem, reset_key(digest))
         if item is None:
