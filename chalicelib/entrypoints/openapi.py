@@ -195,7 +195,7 @@ SCHEMAS: Dict[str, dict] = {
                           "name": STR, "header": {"type": "string", "enum": ["X-Portal-Key"]}}),
     "ApiKeyList": _object({"items": {"type": "array", "items": _object({
         "ref": STR, "name": STR, "status": {"type": "string", "enum": ["active", "revoked"]},
-        "created_at": {"type": "integer", "description": "epoch seconds"}})}}),
+        "created_at": {"type": "string", "description": "ISO 8601, UTC"}})}}),
     "Session": _object({
         "access_token": dict(STR, description="a JWT for Authorization: Bearer, valid expires_in seconds"),
         "refresh_token": dict(STR, description="single use: POST /auth/refresh answers a new pair"),

@@ -400,7 +400,7 @@ def create_api_key(p: Portal, principal, account_id, data, **_):
 @portal_route("/accounts/{account_id}/api-keys", "GET", "The caller's API keys", tag="auth")
 def list_api_keys(p: Portal, principal, account_id, **_):
     _own(p, principal, account_id)
-    return {"items": [{"ref": k.ref, "name": k.name, "status": k.status, "created_at": k.created_at}
+    return {"items": [{"ref": k.ref, "name": k.name, "status": k.status, "created_at": _iso(k.created_at)}
                       for k in p.identity.list_api_keys(account_id)]}
 
 
@@ -411,6 +411,11 @@ def revoke_api_key(p: Portal, principal, account_id, ref, **_):
     if not p.identity.revoke_api_key(account_id, ref):
         raise NotFound(ref)
     return None
+
+
+def _iso(epoch) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _own(p: Portal, principal, account_id):

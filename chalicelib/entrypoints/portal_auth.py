@@ -98,7 +98,8 @@ def change_password():
 def me():
     def run(_):
         p = principal_of(auth_bp.current_request)
-        return _json(200, {"account_id": p.account_id, "role": p.role, "path": p.path, "via": p.via})
+        # the path as every account view shows it: from the caller down, never the ids above it
+        return _json(200, {"account_id": p.account_id, "role": p.role, "path": p.account_id, "via": p.via})
     return _handle(run, required=None)
 
 

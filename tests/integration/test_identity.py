@@ -112,20 +112,21 @@ def test_sign_in_returns_tokens_and_me_reads_the_current_account(client):
     assert response.headers["Cache-Control"] == "no-store"
     who = me(client, body["access_token"])
     assert who.status_code == 200
-    assert body_of(who) == {"account_id": "r1", "role": "reseller", "path": "admin/r1", "via": "token"}
+    assert body_of(who) == {"account_id": "r1", "role": "reseller", "path": "r1", "via": "token"}
     assert me(client, body["access_token"] + "x").status_code == 401
     unauthenticated = client.http.get("/auth/me")
     assert unauthenticated.status_code == 401 and body_of(unauthenticated)["error"] == "invalid_token"
     assert unauthenticated.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_me_answers_the_accounts_current_path_not_the_tokens(client):
+def test_me_answers_the_accounts_current_role_not_the_tokens_and_no_id_above_it(client):
     from chalicelib.adapters.dynamo.models import AccountItem
     token = body_of(sign_in(client))["access_token"]
     item = AccountItem.get("ACC#r1", "#")
-    item.path = "admin/r0/r1"        # moved under another reseller after the token was issued
+    item.path, item.role = "admin/r0/r1", "client"     # moved and changed after the token was issued
     item.save()
-    assert body_of(me(client, token))["path"] == "admin/r0/r1"
+    answer = body_of(me(client, token))
+    assert (answer["role"], answer["path"]) == ("client", "r1")
 
 
 def test_wrong_password_and_unknown_email_get_the_same_401(client):
@@ -420,7 +421,7 @@ def test_api_keys_authenticate_resellers_until_revoked(client, service):
     from chalicelib.domain.identity import NotAllowed
     key = service.create_api_key("r1", "billing sync")
     assert key.startswith("cpk_")
-    assert body_of(me(client, key=key)) == {"account_id": "r1", "role": "reseller", "path": "admin/r1",
+    assert body_of(me(client, key=key)) == {"account_id": "r1", "role": "reseller", "path": "r1",
                                             "via": "api_key"}
     assert all(key not in str(i.serialize()) for i in PortalKeyItem.scan())     # stored hashed only
     (listed,) = service.list_api_keys("r1")
