@@ -232,6 +232,15 @@ class CascadeStack(Stack):
                                                      period=Duration.minutes(5))
         return metrics
 
+    def _emf_metrics(self) -> dict:
+        """Metrics the functions write as EMF log lines (entrypoints/metrics.py), dimension ``service``."""
+        namespace = f"Cascade/{self.stage.name}"
+        services = {"Grants": "switch", "HoldRetries": "switch", "SignIns": "portal", "SignInFailures": "portal",
+                    "LockOuts": "portal", "Payments": "portal"}
+        return {name: cloudwatch.Metric(namespace=namespace, metric_name=name, statistic="Sum",
+                                        dimensions_map={"service": service}, period=Duration.minutes(5))
+                for name, service in services.items()}
+
     def _alarms_and_dashboard(self, names: dict) -> None:
         def fn_metric(fn, metric, statistic="Sum"):
             return cloudwatch.Metric(namespace="AWS/Lambda", metric_name=metric, statistic=statistic,
@@ -275,6 +284,13 @@ class CascadeStack(Stack):
             ("CallIdReuses", events["CallIdReuses"], self.stage.call_id_reuses_per_5min,
              "authorize requests reused a call id of another request (replays, or a switch sending caller-chosen ids)"),
         ]
+        emf = self._emf_metrics()
+        specs += [
+            ("LockOuts", emf["LockOuts"], self.stage.lockouts_per_5min,
+             "portal sign-ins refused because a login or an address is locked (password guessing?)"),
+            ("HoldRetries", emf["HoldRetries"], self.stage.hold_retries_per_5min,
+             "holds refused and re-decided because funds or limits moved meanwhile (a hot reseller item?)"),
+        ]
         alarms = []
         for name, metric, threshold, description in specs:
             alarm = cloudwatch.Alarm(
@@ -300,6 +316,16 @@ class CascadeStack(Stack):
                                    left=[events[m] for m in ("LateCompletions", "CompletionConflicts", "CallIdReuses")]),
             cloudwatch.GraphWidget(title="Money taken below floors by late completions (micro-units)",
                                    left=[events["LateBelowFloorMicros"]]),
+        )
+        namespace = f"Cascade/{self.stage.name}"
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Authorizations: grants, denials by reason, hold retries",
+                                   left=[emf["Grants"], emf["HoldRetries"],
+                                         cloudwatch.MathExpression(
+                                             expression=f"SEARCH('{{{namespace},reason,service}} MetricName=\"Denials\"', 'Sum', 300)",
+                                             label="Denials", period=Duration.minutes(5))]),
+            cloudwatch.GraphWidget(title="Portal: sign-ins, failures, lock-outs, payments",
+                                   left=[emf[m] for m in ("SignIns", "SignInFailures", "LockOuts", "Payments")]),
         )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="DynamoDB conflicts and throttles",

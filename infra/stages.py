@@ -18,6 +18,11 @@ class Stage:
     # late completion takes below a floor, alarm at the first occurrence.
     late_completions_per_5min: int = 1
     call_id_reuses_per_5min: int = 10
+    # EMF metrics the functions emit (entrypoints/metrics.py): sign-ins refused because a login or an
+    # address is locked (a password-guessing run), and holds the store refused because funds or limits
+    # moved between read and write (contention on a hot reseller).
+    lockouts_per_5min: int = 20
+    hold_retries_per_5min: int = 100
     # Optional custom domain for the REST API (an ACM certificate in the stack's region). Switches use
     # the function URL, which has no custom domain without a CloudFront distribution in front.
     api_domain: Optional[str] = None

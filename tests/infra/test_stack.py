@@ -389,3 +389,17 @@ def test_bad_settings_are_refused_before_anything_is_packaged(tmp_path):
     named = dataclasses.replace(STAGES["dev"], name="named", mail_from="Cascade <no-reply@example.com>")
     with pytest.raises(ValueError, match="bare e-mail address"):
         synth(named, tmp_path)
+
+
+def test_the_emf_metrics_the_functions_write_are_alarmed_and_on_the_dashboard(synthesized):
+    # the metric names and the service dimension entrypoints/metrics.py writes (namespace Cascade/<stage>)
+    template, _ = synthesized["prod"]
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
+    for name, service, threshold in (("LockOuts", "portal", STAGES["prod"].lockouts_per_5min),
+                                     ("HoldRetries", "switch", STAGES["prod"].hold_retries_per_5min)):
+        alarm = alarms[f"cascade-prod-{name}"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == ("Cascade/prod", name, threshold)
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": service}] and alarm["AlarmActions"]
+    body = json.dumps(next(iter(resources(template, "AWS::CloudWatch::Dashboard").values()))["Properties"]["DashboardBody"])
+    for metric in ("Grants", "Denials", "HoldRetries", "SignIns", "SignInFailures", "LockOuts", "Payments"):
+        assert metric in body, metric
