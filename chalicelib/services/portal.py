@@ -14,10 +14,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 from chalicelib.domain import ledger
 from chalicelib.domain.access import Principal, child_path
 from chalicelib.domain.accounts import (ACTIVE, ADMIN, CLIENT, CLOSED, CREATE_CLIENTS, CREATE_NOTHING,
-                                        CREATE_RESELLERS, POSTPAID, RESELLER, SUSPENDED, Account, InvalidAccount,
+                                        CREATE_RESELLERS, RESELLER, SUSPENDED, Account, InvalidAccount,
                                         TreeSettings, check_account)
 from chalicelib.domain.identity import normalise_email
-from chalicelib.domain.ledger import InvalidAmount, Movement
+from chalicelib.domain.ledger import Movement
 
 from .ports import DuplicateEntry, Refused
 from .records import Route

@@ -1,9 +1,8 @@
-"""Writes accounts, tariffs, identities and keys (the seed loader; later the portal)."""
+"""Writes tariffs, identities, accounts and switch keys for the seed loader and scripts/switch_keys.py."""
 import time
 from collections import defaultdict
 from typing import Dict, Iterable, List, Optional
 
-from chalicelib.domain.accounts import POSTPAID, Account
 from chalicelib.domain.tariffs import Rate, Tariff, group_of
 from chalicelib.services.records import Route
 from chalicelib.services.seed import Seed
@@ -12,8 +11,8 @@ from chalicelib.services.switch_keys import key_hash, new_key
 
 from chalicelib.domain import ledger
 
-from .keys import SWITCH_KEYS_LIST, identity_key, iso_ms, rate_group_key, switch_key_key, tariff_key
-from .models import AccountItem, CoreItem, IdentityItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
+from .keys import SWITCH_KEYS_LIST, iso_ms, rate_group_key, switch_key_key, tariff_key
+from .models import AccountItem, CoreItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
 from .portal_store import identity_item
 from .writes import account_item, journal_item
 

@@ -14,7 +14,7 @@ from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain import ledger
-from chalicelib.domain.accounts import POSTPAID, Account
+from chalicelib.domain.accounts import Account
 from chalicelib.domain.authorization import Level
 from chalicelib.domain.ledger import BalanceChange, JournalEntry, Movement
 from chalicelib.domain.money import ZERO
