@@ -15,13 +15,14 @@ It reads the core table with Scan: an operator's one-off run with the operator's
 function's role may Scan). Run it once after the upgrade's deploys, while no portal user is active.
 """
 import argparse
-import os
 import pathlib
 import sys
 from collections import defaultdict
 from decimal import Decimal
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scripts.targets import use_local, use_stage  # noqa: E402
 
 
 def backfill() -> dict:
@@ -90,13 +91,9 @@ def main(argv=None):
     parser.add_argument("--stage")
     args = parser.parse_args(argv)
     if args.local:
-        os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '8766')}")
-        os.environ.setdefault("CASCADE_TABLE_PREFIX", "cascade-local-")
-        for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                            ("AWS_DEFAULT_REGION", "us-east-1")):
-            os.environ.setdefault(name, value)
+        use_local()
     elif args.stage:
-        os.environ.setdefault("CASCADE_TABLE_PREFIX", f"cascade-{args.stage}-")
+        use_stage(args.stage)
     print(backfill())
 
 

@@ -11,11 +11,12 @@ A deployed stage needs AWS credentials and the stage's settings in the environme
 """
 import argparse
 import getpass
-import os
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scripts.targets import use_local, use_stage  # noqa: E402
 
 
 def main(argv=None):
@@ -27,14 +28,9 @@ def main(argv=None):
     parser.add_argument("email")
     args = parser.parse_args(argv)
     if args.local:
-        os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '8766')}")
-        os.environ.setdefault("CASCADE_TABLE_PREFIX", "cascade-local-")
-        for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                            ("AWS_DEFAULT_REGION", "us-east-1")):
-            os.environ.setdefault(name, value)
+        use_local()
     elif args.stage:
-        os.environ.setdefault("CASCADE_TABLE_PREFIX", f"cascade-{args.stage}-")
-        os.environ.setdefault("CASCADE_TOKEN_KEY_SECRET", f"cascade/{args.stage}/token-signing-key")
+        use_stage(args.stage)
     from chalicelib.bootstrap import container
     from chalicelib.domain.identity import IdentityError
     account = container().store.account(args.account_id)

@@ -11,17 +11,12 @@ Against a deployed stage (AWS credentials in the environment, e.g. AWS_PROFILE a
 which reads the tables cascade-prod-* and the pepper from the secret cascade/prod/switch-key-pepper.
 """
 import argparse
-import os
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-
-def use_stage(stage: str) -> None:
-    """The names infra/ gives a stage's tables and pepper secret."""
-    os.environ.setdefault("CASCADE_TABLE_PREFIX", f"cascade-{stage}-")
-    os.environ.setdefault("CASCADE_KEY_PEPPER_SECRET", f"cascade/{stage}/switch-key-pepper")
+from scripts.targets import use_local, use_stage  # noqa: E402
 
 
 def main(argv=None):
@@ -40,12 +35,7 @@ def main(argv=None):
     revoke.add_argument("--ref", help="the key's ref as `list` shows it")
     args = parser.parse_args(argv)
     if args.local:
-        os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '8766')}")
-        os.environ.setdefault("CASCADE_TABLE_PREFIX", "cascade-local-")
-        os.environ.setdefault("CASCADE_KEY_PEPPER", "local-development-pepper")
-        for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                            ("AWS_DEFAULT_REGION", "us-east-1")):
-            os.environ.setdefault(name, value)
+        use_local()
     elif args.stage:
         use_stage(args.stage)
     from chalicelib.adapters.dynamo import writer
