@@ -36,6 +36,7 @@ class Principal:
     role: str
     path: str
     via: str = "token"          # "token" (a signed-in person) or "api_key" (a reseller's machine access)
+    status: str = "active"      # the account's status as read for this request (suspended: read only)
 
     @property
     def is_admin(self) -> bool:

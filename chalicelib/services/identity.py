@@ -133,13 +133,13 @@ class IdentityService:
             state = self.store.session_state(claims.sub)
             if state is None or state.status == CLOSED or state.epoch != claims.epoch:
                 raise NotAuthenticated("session ended; sign in again")
-            return Principal(state.account_id, state.role, state.path, via="token")
+            return Principal(state.account_id, state.role, state.path, via="token", status=state.status)
         if key is not None:
             record = self.store.get_api_key(digest(key)) if key.startswith(API_KEY_PREFIX) else None
             state = self.store.session_state(record.account_id) if record and record.status == "active" else None
             if state is None or state.status == CLOSED or state.role not in (ADMIN, RESELLER):
                 raise NotAuthenticated("unknown or revoked portal key")
-            return Principal(state.account_id, state.role, state.path, via="api_key")
+            return Principal(state.account_id, state.role, state.path, via="api_key", status=state.status)
         raise NotAuthenticated("missing bearer token or portal key")
 
     # --- passwords ----------------------------------------------------------------------------------

@@ -88,8 +88,8 @@ class Portal:
         account = self.walled(principal, account_id)
         if not principal.manages(account.path):
             raise Forbidden("forbidden", "only an ancestor of this account may do this")
-        me = self.store.account(principal.account_id)
-        if me is None or me.status != ACTIVE:
+        # the caller's status was read with its session (services.identity.authenticate)
+        if principal.status != ACTIVE:
             raise Forbidden("caller_not_active", "a suspended or closed account cannot change others")
         return account
 
@@ -102,13 +102,13 @@ class Portal:
         parent = self.walled(principal, parent_id)
         if principal.role == CLIENT:
             raise Forbidden("forbidden", "clients cannot create accounts")
-        me = self.store.account(principal.account_id)
-        if me is None or me.status != ACTIVE:
+        if principal.status != ACTIVE:
             raise Forbidden("caller_not_active", "a suspended or closed account cannot create accounts")
         if parent.status != ACTIVE:
             raise Conflict("parent_not_active", "accounts can only be created under an active account")
         role = fields["role"]
         if principal.role != ADMIN:
+            me = self.store.account(principal.account_id)
             # what the parent may create, and never more than the caller itself may: a reseller limited
             # to clients creates no reseller anywhere below it
             for who in (parent, me):
@@ -143,7 +143,7 @@ class Portal:
         if role == CLIENT:
             chain = self._chain_of(parent)
             identities.append((account.id, Route.of_chain([account] + chain)))
-        self.store.create_account(account, identities, tree=root.id)
+        self.store.create_account(account, identities)
         shown = {}
         if account.email and self.identity is not None:
             try:

@@ -106,9 +106,9 @@ class PortalStore:
 
     # --- accounts ---------------------------------------------------------------------------------
 
-    def create_account(self, account: Account, identities: Sequence[Tuple[str, Route]], tree: str) -> None:
+    def create_account(self, account: Account, identities: Sequence[Tuple[str, Route]]) -> None:
         """The account and its switch identities (the client id itself, for a client), all new, at once."""
-        tx = Tx().put(("account", account.id), account_item(account, tree=tree),
+        tx = Tx().put(("account", account.id), account_item(account),
                       condition=AccountItem.pk.does_not_exist())
         for name, route in identities:
             tx.put(("identity", name), identity_item(name, account.id, route), condition=IdentityItem.pk.does_not_exist())

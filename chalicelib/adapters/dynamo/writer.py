@@ -45,7 +45,6 @@ def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
 
 def write_seed(seed: Seed) -> None:
     stamp = now_iso()
-    root_id = next(a.id for a in seed.accounts if a.parent_id is None)
     if seed.switch_keys:
         load_key_pepper()
     with AccountItem.batch_write() as batch:
@@ -53,7 +52,7 @@ def write_seed(seed: Seed) -> None:
             for item in tariff_items(tariff, seed.rates.get(tariff.id, [])):
                 batch.save(item)
         for account in seed.accounts:
-            batch.save(account_item(account, tree=root_id))
+            batch.save(account_item(account))
         for name, client_id in seed.identities.items():
             route = Route.of_chain(seed.chain_of(client_id))
             batch.save(identity_item(name, client_id, route))

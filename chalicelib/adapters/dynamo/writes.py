@@ -127,7 +127,7 @@ def journal_item(entry: JournalEntry, at: str) -> JournalItem:
                        details=entry.details or None)
 
 
-def account_item(a: Account, tree: Optional[str] = None) -> AccountItem:
+def account_item(a: Account) -> AccountItem:
     """The whole item for a new account (or the seed's); ``available`` from the domain's formula."""
     settings = None
     if a.settings is not None:
@@ -142,7 +142,7 @@ def account_item(a: Account, tree: Optional[str] = None) -> AccountItem:
         active_calls=a.active_calls, max_calls=a.max_calls, cps_limit=a.cps_limit, daily_limit=a.daily_limit,
         monthly_limit=a.monthly_limit, allow_loss=a.allow_loss, reseller_model=a.reseller_model,
         commission_percent=a.commission_percent, currency=a.currency, settings=settings,
-        path=a.path or None, tree=(tree or (a.path.split("/")[0] if a.path else None)), email=a.email,
+        path=a.path or None, tree=a.path.split("/")[0] if a.path else None, email=a.email,
         timezone=a.timezone, billing_day=a.billing_day, low_balance=a.low_balance, may_create=a.may_create,
         created_at=a.created_at or None, closed_at=a.closed_at, search_text=search_text(a.name, a.email),
         list_pk=children_list(a.parent_id) if a.parent_id else None, list_sk=a.id if a.parent_id else None,
