@@ -3,12 +3,14 @@ from chalice import Chalice
 
 from chalicelib.entrypoints.portal import portal_bp
 from chalicelib.entrypoints.portal_auth import auth_bp
+from chalicelib.entrypoints.rebalancer import rebalancer_bp
 from chalicelib.entrypoints.sweeper import sweeper_bp
 from chalicelib.entrypoints.switch import switch_bp
 
 app = Chalice(app_name="cascade")
 app.register_blueprint(switch_bp)
 app.register_blueprint(sweeper_bp)
+app.register_blueprint(rebalancer_bp)
 app.register_blueprint(auth_bp)
 app.register_blueprint(portal_bp)
 

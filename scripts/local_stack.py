@@ -79,6 +79,15 @@ def sweeper_loop(stop: threading.Event):
             print(f"[sweeper] {exc!r}", flush=True)
 
 
+def rebalancer_loop(stop: threading.Event):
+    """The escrow rebalancer, as deployed: a tick a second (nothing local runs schedules)."""
+    from chalicelib.bootstrap import container
+    from chalicelib.entrypoints.rebalancer import run
+    store = container().store
+    while not stop.is_set():
+        run(store, run_for=55, sleep=lambda s: stop.wait(s))
+
+
 DEMO_DOMAIN = "demo.cascade.local"
 
 
@@ -142,6 +151,7 @@ def main():
     base = f"http://127.0.0.1:{API_PORT}"
     wait_for(base + "/health")
     threading.Thread(target=sweeper_loop, args=(stop,), daemon=True).start()
+    threading.Thread(target=rebalancer_loop, args=(stop,), daemon=True).start()
     key = seed.switch_keys[0]["key"] if seed.switch_keys else "<no key in seed>"
     sip = next(iter(n for n, c in seed.identities.items() if n != c), next(iter(seed.identities), "1001"))
     body = json.dumps({"account": sip, "destination": "15551230001", "call_id": "demo-1@local"})

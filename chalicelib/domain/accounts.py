@@ -97,6 +97,8 @@ class Account:
     may_create: str = "nothing"         # domain.access.CREATE_RIGHTS, set by the parent
     created_at: str = ""
     closed_at: Optional[str] = None
+    # Escrow slots ancestors keep on a client's item (domain.escrow.Slot); empty for resellers
+    escrow: tuple = ()
 
     @property
     def available(self) -> Decimal:

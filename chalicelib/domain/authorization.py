@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import List, Mapping, Optional, Sequence, Union
 
+from . import escrow as escrow_rules
 from .accounts import (ACTIVE, CLOSED, EARLY, PREPAID_SOFT, Chain, TreeSettings,
                        billing_modes, effective_tariff_ids)
 from .money import ZERO, money, quantize
@@ -57,6 +58,7 @@ class Level:
     monthly_limit: Optional[Decimal] = None
     cps_limit: Optional[int] = None
     max_calls: Optional[int] = None
+    escrow: int = 0                     # held from the slot at this distance on the client's item; 0: its own item
 
     @property
     def limits_daily(self) -> bool:
@@ -83,6 +85,7 @@ class Level:
             "charged": self.charged, "mode": self.mode, "commission_percent": str(self.commission_percent),
             "hold": str(self.hold), "guarded": self.guarded,
             "daily_limit": _text(self.daily_limit), "monthly_limit": _text(self.monthly_limit), "cps_limit": self.cps_limit, "max_calls": self.max_calls,
+            **({"escrow": self.escrow} if self.escrow else {}),
         }
 
     @classmethod
@@ -92,6 +95,7 @@ class Level:
             charged=bool(d["charged"]), mode=d["mode"], commission_percent=money(d["commission_percent"]),
             hold=money(d["hold"]), guarded=bool(d["guarded"]),
             daily_limit=_amount(d.get("daily_limit")), monthly_limit=_amount(d.get("monthly_limit")), cps_limit=d.get("cps_limit"), max_calls=d.get("max_calls"),
+            escrow=int(d.get("escrow", 0)),
         )
 
 
@@ -108,6 +112,7 @@ class Grant:
     max_duration: int
     levels: List[Level]
     limited_by: Optional[str] = None    # account whose funds or limits set max_duration (None: the cap)
+    wants: tuple = ()                   # escrow refill requests (distance, owner, need): domain.escrow.place
 
     @property
     def client_rate(self) -> Rate:
@@ -178,13 +183,13 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
             return Denial(CPS_LIMIT, account.id)
 
     max_duration, limited_by, reason = settings.max_duration, None, None
-    for account, level in zip(chain, levels):
+    for i, (account, level) in enumerate(zip(chain, levels)):
         if not level.charged:
             continue
         used = usage.get(account.id, Usage())
         budgets = []
         if level.guarded:
-            budgets.append((account.available, INSUFFICIENT_FUNDS))
+            budgets.append((escrow_rules.funds(chain, i, level), INSUFFICIENT_FUNDS))
         if account.daily_limit is not None:
             budgets.append((account.daily_limit - used.day_used, DAILY_LIMIT))
         if account.monthly_limit is not None:
@@ -197,4 +202,5 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
         return Denial(reason or INSUFFICIENT_FUNDS, limited_by)
 
     held = [replace(l, hold=l.charge(max_duration) if l.charged and l.mode == EARLY else ZERO) for l in levels]
-    return Grant(max_duration=max_duration, levels=held, limited_by=limited_by)
+    placed, wants = escrow_rules.place(chain, held)
+    return Grant(max_duration=max_duration, levels=placed, limited_by=limited_by, wants=wants)

@@ -20,11 +20,12 @@ The domain decides the changes (``BalanceChange``) and the conditions that guard
 adapter applies any list of them in one conditional transaction without doing arithmetic of its own.
 """
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .accounts import EARLY, POSTPAID, Account
+from .escrow import SlotChange
 from .money import ZERO
 
 WORLD = "world"
@@ -114,10 +115,12 @@ class BalanceChange:
     below_max_calls: bool = False
     credit_was: Optional[Decimal] = None
     what: str = "funds"              # what a refusal of this change means (for the caller's answer)
+    slots: Tuple[SlotChange, ...] = ()   # escrow slots on this (client's) item: domain.escrow
 
     @property
     def empty(self) -> bool:
-        return not (self.balance or self.held or self.credit_limit or self.available or self.active_calls)
+        return not (self.balance or self.held or self.credit_limit or self.available or self.active_calls
+                    or any(not s.empty for s in self.slots))
 
 
 def available_delta(billing_type: str, balance: Decimal = ZERO, held: Decimal = ZERO,
@@ -149,6 +152,71 @@ def debit(level, charge, was_held: bool) -> BalanceChange:
     Never guarded: the call happened, so the bill stands (a late one may go below the floor)."""
     return BalanceChange(level.account_id, balance=-charge.net, held=-charge.hold,
                          available=charge.hold - charge.net, active_calls=-1 if was_held else 0)
+
+
+def _with_slots(changes: List[BalanceChange], client_id: str, slots: List[SlotChange]) -> List[BalanceChange]:
+    """DynamoDB allows one action per item in a transaction: slot changes ride on the client's change."""
+    if not slots:
+        return changes
+    out, merged = [], False
+    for change in changes:
+        if change.account_id == client_id and not merged:
+            change, merged = replace(change, slots=tuple(slots)), True
+        out.append(change)
+    if not merged:
+        out.insert(0, BalanceChange(client_id, slots=tuple(slots)))
+    return out
+
+
+def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = ()) -> List[BalanceChange]:
+    """Authorize, every level: its own item's hold, or its slot's (``Level.escrow``) on the client's item,
+    with the refill requests (domain.escrow.place) on the client's item too."""
+    client_id = levels[0].account_id
+    changes, slots = [], []
+    for level in levels:
+        if not level.charged:
+            continue
+        if level.escrow:
+            slots.append(SlotChange(level.escrow, level.account_id, available=-level.hold,
+                                    min_available=level.hold))
+        else:
+            changes.append(hold(level))
+    for distance, owner, need in wants:
+        slot = next((i for i, s in enumerate(slots) if s.distance == distance), None)
+        if slot is None:
+            slots.append(SlotChange(distance, owner, want=need))
+        else:
+            slots[slot] = replace(slots[slot], want=need)
+    return _with_slots(changes, client_id, slots)
+
+
+def debits(levels: Sequence, charges: Sequence, was_held: bool) -> List[BalanceChange]:
+    """Completion, every level: an escrowed level's slot gets its hold back less the charge, and the
+    charge waits in the slot's ``spent`` until the rebalancer sweeps it into the owner's balance."""
+    client_id = levels[0].account_id
+    changes, slots = [], []
+    for level, c in zip(levels, charges):
+        if not level.charged:
+            continue
+        if level.escrow:
+            slots.append(SlotChange(level.escrow, level.account_id, available=c.hold - c.net, spent=c.net))
+        else:
+            changes.append(debit(level, c, was_held))
+    return _with_slots(changes, client_id, slots)
+
+
+def releases(levels: Sequence) -> List[BalanceChange]:
+    """The sweeper, every level: holds go back to the item or slot they were taken from."""
+    client_id = levels[0].account_id
+    changes, slots = [], []
+    for level in levels:
+        if not level.charged:
+            continue
+        if level.escrow:
+            slots.append(SlotChange(level.escrow, level.account_id, available=level.hold))
+        else:
+            changes.append(release(level))
+    return _with_slots(changes, client_id, slots)
 
 
 def call_postings(charges: Sequence) -> Tuple[Posting, ...]:

@@ -146,5 +146,5 @@ def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Gr
         call_id=request.call_id, status=HELD, account=request.account, client_id=route.client_id,
         destination=request.destination, number=number, caller_id=request.caller_id, authorized_at=now,
         max_duration=grant.max_duration, expires_at=now + grant.max_duration + grace,
-        levels=grant.levels, answer=answer, switch_id=switch_id,
+        levels=grant.levels, answer=answer, switch_id=switch_id, wants=grant.wants,
     )

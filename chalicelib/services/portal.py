@@ -205,6 +205,10 @@ class Portal:
             self.store.update_account(account.id, values, expect_status=allowed_from)
         except Refused as exc:
             raise Conflict("changed_meanwhile", "the account changed; read it and try again") from exc
+        if target != ACTIVE:
+            # Escrow this account keeps on its clients' items comes back within a rebalancer tick; calls
+            # are refused at once (authorize reads every level's status).
+            self.store.request_recall(account.id, int(self.clock()))
         if self.identity is not None:
             if action == "close" and account.email:
                 self.identity.close_login(account.id, account.email)

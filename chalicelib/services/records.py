@@ -69,6 +69,7 @@ class CallRecord:
     caller_id: Optional[str] = None
     result: Optional[dict] = None
     switch_id: Optional[str] = None   # the key id of the switch that authorized it (None: recorded before calls carried it)
+    wants: tuple = ()                 # escrow refill requests to write with the holds (not stored)
 
     def visible_to(self, switch_id: Optional[str]) -> bool:
         """A switch sees only the calls it authorized itself (all keys of one switch id alike)."""

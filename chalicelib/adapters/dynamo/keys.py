@@ -4,7 +4,7 @@ import zlib
 from datetime import datetime, timezone
 from typing import Tuple
 
-from .models import HELD_SHARDS
+from .models import HELD_SHARDS, WANT_SHARDS
 
 ROOT = "#"
 DAY_TTL, MONTH_TTL, CPS_TTL = 40 * 86400, 400 * 86400, 120
@@ -69,3 +69,19 @@ def iso_ms(epoch: float) -> str:
 
 def hash_shard(call_id: str) -> int:
     return zlib.crc32(call_id.encode("utf-8")) % HELD_SHARDS
+
+
+def want_key(client_id: str) -> str:
+    """The ``wants`` index partition a client's refill request goes to (sharded: many clients ask at once)."""
+    return f"WANT#{zlib.crc32(client_id.encode('utf-8')) % WANT_SHARDS}"
+
+
+def escrow_key(owner_id: str, client_id: str) -> Tuple[str, str]:
+    return f"ESC#{owner_id}", client_id
+
+
+ESCROW_OWNERS = "ESCOWNERS"
+
+
+def escrow_owner_key(owner_id: str) -> Tuple[str, str]:
+    return ESCROW_OWNERS, owner_id

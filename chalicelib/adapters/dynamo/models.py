@@ -29,6 +29,8 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProject
 from pynamodb.models import Model
 
 HELD_SHARDS = 8
+WANT_SHARDS = 8
+ESCROW_SLOTS = 8     # domain.escrow.MAX_SLOTS
 
 
 def table_name(logical: str) -> str:
@@ -95,6 +97,17 @@ class ListingIndex(GlobalSecondaryIndex):
     list_sk = UnicodeAttribute(range_key=True)
 
 
+class WantsIndex(GlobalSecondaryIndex):
+    """Sparse, keys (and ``kind``, which PynamoDB filters on) only: client items carrying an escrow refill
+    request (``want`` = WANT#<shard>). A call sets it only when its slot runs low; setting it again
+    changes no projected attribute, so the index is written once per request, and the rebalancer's
+    REMOVE is the other write."""
+    class Meta:
+        index_name = "wants"
+        projection = IncludeProjection(["kind"])
+    want = UnicodeAttribute(hash_key=True)
+
+
 class CoreItem(Model):
     class Meta(_Meta):
         logical_name = "core"
@@ -143,6 +156,18 @@ class AccountItem(CoreItem, discriminator="account"):
     created_at = UnicodeAttribute(null=True)
     closed_at = UnicodeAttribute(null=True)
     search_text = UnicodeAttribute(null=True)          # lower-case name and e-mail, for the subtree search
+    # Escrow (domain.escrow), on client items: slot k (1..ESCROW_SLOTS) holds money of the ancestor at
+    # distance k: e<k>o owner id, e<k>a available, e<k>s spent not yet swept; a refill request sets
+    # e<k>w (the owner it asks), e<k>n (the hold it needed) and ``want`` (the sparse ``wants`` index).
+    want = UnicodeAttribute(null=True)
+    wants = WantsIndex()
+    for _k in range(1, ESCROW_SLOTS + 1):
+        locals()[f"e{_k}o"] = UnicodeAttribute(null=True)
+        locals()[f"e{_k}a"] = DecimalAttribute(null=True)
+        locals()[f"e{_k}s"] = DecimalAttribute(null=True)
+        locals()[f"e{_k}w"] = UnicodeAttribute(null=True)
+        locals()[f"e{_k}n"] = DecimalAttribute(null=True)
+    del _k
 
 
 class IdentityItem(CoreItem, discriminator="identity"):
@@ -193,6 +218,19 @@ class CallItem(CoreItem, discriminator="call"):
     held_shard = UnicodeAttribute(null=True)
     expires_at = NumberAttribute(null=True)
     held_index = HeldIndex()
+
+
+class EscrowItem(CoreItem, discriminator="escrow"):
+    """ESC#<owner> / <client>: a slot the rebalancer opened (its distance, when it last refilled it), so
+    idle escrow and a suspended owner's escrow can be found and recalled."""
+    distance = NumberAttribute()
+    at = NumberAttribute()
+
+
+class EscrowOwnerItem(CoreItem, discriminator="escrow_owner"):
+    """ESCOWNERS / <owner>: an account that has escrow out; ``recall`` (epoch s) asks the rebalancer to
+    bring all of it back (set by the portal when the account stops being active)."""
+    recall = NumberAttribute(null=True)
 
 
 class IdempotencyItem(CoreItem, discriminator="idempotency"):

@@ -3,13 +3,14 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from chalicelib.domain.accounts import Account, TreeSettings
 from chalicelib.domain.authorization import Level, Usage
+from chalicelib.domain.escrow import Slot
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
 from chalicelib.services.ports import StoreBusy
 from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Snapshot
 
 from .keys import account_key, call_key, cps_key, identity_key, rate_group_key, spend_keys, switch_key_key, tariff_key
-from .models import (HELD_SHARDS, AccountItem, CallItem, CoreItem, CounterItem, IdentityItem, RateGroupItem,
+from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, CounterItem, IdentityItem, RateGroupItem,
                      SwitchKeyItem, TariffItem)
 
 
@@ -28,7 +29,21 @@ def to_account(item: AccountItem) -> Account:
         path=item.path or "", email=item.email, timezone=item.timezone or "UTC",
         billing_day=int(item.billing_day or 1), low_balance=item.low_balance,
         may_create=item.may_create or "nothing", created_at=item.created_at or "", closed_at=item.closed_at,
+        escrow=slots_of(item),
     )
+
+
+def slots_of(item: AccountItem) -> tuple:
+    """The escrow slots (and refill requests) a client item carries: domain.escrow.Slot."""
+    slots = []
+    for k in range(1, ESCROW_SLOTS + 1):
+        owner, wanted_by = getattr(item, f"e{k}o"), getattr(item, f"e{k}w")
+        if owner is None and wanted_by is None:
+            continue
+        slots.append(Slot(distance=k, owner=owner, available=getattr(item, f"e{k}a") or ZERO,
+                          spent=getattr(item, f"e{k}s") or ZERO, need=getattr(item, f"e{k}n") or ZERO,
+                          wanted_by=wanted_by))
+    return tuple(slots)
 
 
 def to_tariff(item: TariffItem) -> Tariff:

@@ -10,12 +10,13 @@ from pynamodb.connection import Connection
 from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, ROOT, account_key, call_key, cps_key, day_of,  # noqa: F401
                    hash_shard, identity_key, iso_ms, rate_group_key, spend_keys, switch_key_key, tariff_key,
                    text_key)
+from .escrow_store import DynamoEscrow
 from .portal_store import PortalStore
 from .reads import DynamoReads, key_check, to_account, to_call, to_tariff  # noqa: F401
 from .writes import RETRYABLE, DynamoWrites, condition_failed, limit_counters, with_retries  # noqa: F401
 
 
-class DynamoStore(DynamoReads, DynamoWrites, PortalStore):
+class DynamoStore(DynamoReads, DynamoWrites, PortalStore, DynamoEscrow):
     """Implements services.ports.Directory and BalanceStore (and the portal's reads and journal)."""
 
     def __init__(self, connection: Optional[Connection] = None):

@@ -16,6 +16,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.domain import ledger
 from chalicelib.domain.accounts import Account
 from chalicelib.domain.authorization import Level
+from chalicelib.domain.escrow import SlotChange
 from chalicelib.domain.ledger import BalanceChange, JournalEntry, Movement
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.settlement import LevelCharge
@@ -23,7 +24,7 @@ from chalicelib.services.ports import AlreadySettled, DuplicateCall, DuplicateEn
 from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
 
 from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
-                   identity_key, idempotency_key, iso_ms, spend_keys, text_key)
+                   identity_key, idempotency_key, iso_ms, spend_keys, text_key, want_key)
 from .models import (AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdempotencyItem, IdentityItem,
                      JournalItem)
 
@@ -56,6 +57,26 @@ def condition_failed(exc: TransactWriteError) -> bool:
     return any(_refused(r) for r in exc.cancellation_reasons or [])
 
 
+def slot_update(sc: SlotChange, client_id: str):
+    """(actions, conditions) for one escrow slot of a client item (domain.escrow.SlotChange)."""
+    a, k = AccountItem, sc.distance
+    owner, avail, spent = (getattr(a, f"e{k}{x}") for x in "oas")
+    actions = [attr.add(delta) for attr, delta in ((avail, sc.available), (spent, sc.spent)) if delta]
+    conditions = []
+    if sc.claim:
+        actions.append(owner.set(sc.owner))
+        conditions.append(owner.does_not_exist() | (owner == sc.owner))
+    elif sc.min_available is not None or sc.min_spent is not None:
+        conditions.append(owner == sc.owner)
+    if sc.min_available is not None:
+        conditions.append(avail >= sc.min_available)
+    if sc.min_spent is not None:
+        conditions.append(spent >= sc.min_spent)
+    if sc.want is not None:
+        actions += [getattr(a, f"e{k}w").set(sc.owner), getattr(a, f"e{k}n").set(sc.want)]
+    return actions, conditions
+
+
 def change_update(change: BalanceChange, must_exist: bool = False):
     """(actions, condition) for one account item: ADD every delta, check every guard."""
     a = AccountItem
@@ -63,6 +84,12 @@ def change_update(change: BalanceChange, must_exist: bool = False):
         (a.balance, change.balance), (a.held, change.held), (a.credit_limit, change.credit_limit),
         (a.available, change.available), (a.active_calls, change.active_calls)) if delta]
     conditions = []
+    for sc in change.slots:
+        more, guards = slot_update(sc, change.account_id)
+        actions += more
+        conditions += guards
+    if any(sc.want is not None for sc in change.slots):
+        actions.append(a.want.set(want_key(change.account_id)))
     if must_exist:
         conditions.append(a.pk.exists())
     if change.active_only:
@@ -80,12 +107,17 @@ def change_update(change: BalanceChange, must_exist: bool = False):
 
 
 class Tx:
-    """One TransactWriteItems built from labelled items. PynamoDB sends puts before updates, so labels
-    are kept in that order and a cancellation reason is traced back to what it refused."""
+    """One TransactWriteItems built from labelled items. PynamoDB sends deletes, then puts, then updates, so
+    labels are kept in that order and a cancellation reason is traced back to what it refused."""
 
     def __init__(self):
+        self._deletes: List[Tuple[object, CoreItem, object]] = []
         self._puts: List[Tuple[object, CoreItem, object]] = []
         self._updates: List[Tuple[object, CoreItem, list, object]] = []
+
+    def delete(self, label, model, condition=None) -> "Tx":
+        self._deletes.append((label, model, condition))
+        return self
 
     def put(self, label, model, condition=None) -> "Tx":
         self._puts.append((label, model, condition))
@@ -104,7 +136,7 @@ class Tx:
 
     @property
     def labels(self) -> list:
-        return [p[0] for p in self._puts] + [u[0] for u in self._updates]
+        return [d[0] for d in self._deletes] + [p[0] for p in self._puts] + [u[0] for u in self._updates]
 
     def refused(self, exc: TransactWriteError) -> list:
         labels = self.labels
@@ -113,6 +145,8 @@ class Tx:
     def commit(self, connection_of: Callable[[], Connection], what: str) -> None:
         def run():
             with TransactWrite(connection=connection_of()) as tx:
+                for _, model, condition in self._deletes:
+                    tx.delete(model, condition=condition)
                 for _, model, condition in self._puts:
                     tx.save(model, condition=condition)
                 for _, model, actions, condition in self._updates:
@@ -168,10 +202,11 @@ class DynamoWrites:
 
     def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None:
         tx = Tx()
+        for change in ledger.holds(call.levels, call.wants):
+            tx.change(change)
         for level in call.levels:
             if not level.charged:
                 continue
-            tx.change(ledger.hold(level))
             if level.cps_limit is not None:
                 tx.update(("cps", level.account_id), CounterItem(*cps_key(level.account_id, call.authorized_at)),
                           [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
@@ -218,9 +253,10 @@ class DynamoWrites:
         view of the call."""
         stamp, was_held = iso_ms(now), call.status == HELD
         tx = Tx()
+        for change in ledger.debits(call.levels, charges, was_held):
+            tx.change(change)
         for level, charge in zip(call.levels, charges):
             if level.charged:
-                tx.change(ledger.debit(level, charge, was_held))
                 # The reservation made at authorize becomes the real spend (an expired call's was released).
                 for what, key, _, _, reserve in limit_counters(level, call):
                     reserved = reserve if was_held else ZERO
@@ -254,10 +290,11 @@ class DynamoWrites:
 
     def release(self, call: CallRecord, now: int) -> bool:
         tx = Tx()
+        for change in ledger.releases(call.levels):
+            tx.change(change)
         for level in call.levels:
             if not level.charged:
                 continue
-            tx.change(ledger.release(level))
             for what, key, _, _, reserve in limit_counters(level, call):
                 tx.update((what, level.account_id), CounterItem(*key), [CounterItem.used.add(-reserve)])
         tx.update(("call", None), CallItem(*call_key(call.call_id)),

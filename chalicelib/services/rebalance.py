@@ -1,0 +1,142 @@
+"""The rebalancer: refill escrow slots that asked, recall escrow that is idle or whose owner stopped being
+active or ran dry, and sweep what slots spent into their owners' balances (domain.escrow).
+
+It is the only writer that moves money between an owner's item and the slots on its clients' items, so
+calls never write a hot owner's item while escrow covers them. One pass (``rebalance``):
+1. refill requests: the clients in the sparse ``wants`` index, read strongly consistent; each request
+   names its owner; per owner, ``escrow.plan_owner`` refills what the owner can afford. An owner that
+   cannot meet every request is *dry*: its other slots' available money is recalled in the same pass, so
+   its last funds are spent through its own item (exactly, by the calls' conditional holds).
+2. recall requests: an owner suspended or closed (``request_recall``, set by the portal) gets all of its
+   escrow back.
+3. idle slots (``idle=True``, every ``IDLE_EVERY`` seconds): a slot not refilled for ``IDLE_AFTER``
+   seconds gives its available money back and its spent money is swept.
+
+Bounded times (with the deployed tick of 1 s): a request is served within one tick; a suspended owner's
+escrow is back within one tick of the request; idle escrow within IDLE_AFTER + IDLE_EVERY seconds.
+"""
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Protocol, Sequence, Set, Tuple
+
+from chalicelib.domain.accounts import Account
+from chalicelib.domain.escrow import (IDLE_AFTER, Slot, SlotMove, owner_change, pending_wants, plan_idle,
+                                      plan_owner, slot_for)
+
+log = logging.getLogger("cascade.rebalance")
+
+IDLE_EVERY = 60
+MOVES_PER_TRANSACTION = 45
+
+
+class EscrowStore(Protocol):
+    def wanting_clients(self) -> List[str]: ...
+    def accounts(self, account_ids: List[str]) -> Dict[str, Account]: ...
+    def escrow_owners(self) -> List[Tuple[str, int]]: ...
+    def escrow_slots(self, owner_id: str) -> List[Tuple[str, int, int]]: ...
+    def clear_recall(self, owner_id: str, requested_at: int) -> None: ...
+    def clear_wants(self, client_ids: Sequence[str]) -> None: ...
+    def apply_moves(self, owner_id: str, moves: Sequence[SlotMove], change, now: int,
+                    clear_wants: Sequence[str] = ()) -> List[SlotMove]: ...
+
+
+@dataclass
+class Report:
+    refilled: int = 0
+    recalled: int = 0
+    swept: int = 0
+    dry: List[str] = field(default_factory=list)
+    refused: int = 0
+
+    def add(self, moves: Sequence[SlotMove]) -> None:
+        self.refilled += sum(1 for m in moves if m.refill)
+        self.recalled += sum(1 for m in moves if m.recall)
+        self.swept += sum(1 for m in moves if m.sweep)
+
+
+def rebalance(store: EscrowStore, now: int, idle: bool = False) -> Report:
+    report = Report()
+    wanting = store.wanting_clients()
+    clients = store.accounts(wanting) if wanting else {}
+    wanted: Dict[str, List[Tuple[str, Slot]]] = {}
+    for client in clients.values():
+        for slot in pending_wants(client):
+            if slot.owner is not None and slot.owner != slot.wanted_by:
+                continue            # the slot belongs to another owner now (the tree changed): ignore
+            wanted.setdefault(slot.wanted_by, []).append((client.id, slot))
+    unserved = set(wanting) - {c for reqs in wanted.values() for c, _ in reqs}
+    if unserved:
+        store.clear_wants(sorted(unserved))
+    recalls = {owner: at for owner, at in store.escrow_owners() if at}
+    owners = store.accounts(sorted(set(wanted) | set(recalls)))
+    for owner_id in sorted(set(wanted) | set(recalls)):
+        owner = owners.get(owner_id)
+        if owner is None:
+            continue
+        _serve_owner(store, owner, wanted.get(owner_id, []), owner_id in recalls, now, report)
+        if owner_id in recalls:
+            store.clear_recall(owner_id, recalls[owner_id])
+    if idle:
+        _recall_idle(store, now, report)
+    if report.refilled or report.recalled or report.dry:
+        log.info("escrow: %d refilled, %d recalled, %d swept, dry: %s", report.refilled, report.recalled,
+                 report.swept, ",".join(report.dry) or "-",
+                 extra={"event": "escrow_rebalanced", "refilled": report.refilled, "recalled": report.recalled,
+                        "dry": len(report.dry), "refused": report.refused})
+    return report
+
+
+def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slot]], recall_all: bool,
+                 now: int, report: Report) -> None:
+    moves, dry = plan_owner(owner, wanted, (), recall_all=recall_all)
+    if dry:
+        report.dry.append(owner.id)
+        asked = {c for c, _ in wanted}
+        others = _slots(store, owner.id, exclude=asked)
+        moves, _ = plan_owner(owner, wanted, others, recall_all=recall_all)
+    asked = {c for c, _ in wanted}
+    idle_asks = asked - {m.client_id for m in moves}
+    if idle_asks:
+        store.clear_wants(sorted(idle_asks))     # nothing to give (a suspended owner): drop the request
+    _apply(store, owner.id, moves, now, asked, report)
+
+
+def _slots(store: EscrowStore, owner_id: str, exclude: Set[str] = frozenset(),
+           older_than: int = None) -> List[Tuple[str, Slot]]:
+    """The owner's slots the registry lists (read from the clients' items, strongly consistent)."""
+    listed = [(c, d) for c, d, at in store.escrow_slots(owner_id)
+              if c not in exclude and (older_than is None or at < older_than)]
+    clients = store.accounts([c for c, _ in listed]) if listed else {}
+    out = []
+    for client_id, distance in listed:
+        client = clients.get(client_id)
+        slot = slot_for(client, distance, owner_id) if client is not None else None
+        if slot is not None:
+            out.append((client_id, slot))
+    return out
+
+
+def _recall_idle(store: EscrowStore, now: int, report: Report) -> None:
+    for owner_id, _ in store.escrow_owners():
+        moves = [m for c, slot in _slots(store, owner_id, older_than=now - IDLE_AFTER)
+                 for m in [plan_idle(owner_id, c, slot)] if m is not None]
+        _apply(store, owner_id, moves, now, set(), report)
+
+
+def _apply(store: EscrowStore, owner_id: str, moves: List[SlotMove], now: int, clear: Set[str],
+           report: Report) -> None:
+    for i in range(0, len(moves), MOVES_PER_TRANSACTION):
+        batch = moves[i:i + MOVES_PER_TRANSACTION]
+        refused = store.apply_moves(owner_id, batch, owner_change(batch), now,
+                                    clear_wants=[m.client_id for m in batch if m.client_id in clear])
+        if refused:
+            # A call moved a slot, or the owner spent, between our read and our write: apply the rest
+            # now (one more try) and leave the refused ones to the next pass, which reads them afresh.
+            report.refused += len(refused)
+            rest = [m for m in batch if m not in refused]
+            if rest and len(rest) < len(batch) and not store.apply_moves(
+                    owner_id, rest, owner_change(rest), now,
+                    clear_wants=[m.client_id for m in rest if m.client_id in clear]):
+                report.add(rest)
+        else:
+            report.add(batch)
