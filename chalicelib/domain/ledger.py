@@ -199,7 +199,10 @@ def debits(levels: Sequence, charges: Sequence, was_held: bool) -> List[BalanceC
         if not level.charged:
             continue
         if level.escrow:
-            slots.append(SlotChange(level.escrow, level.account_id, available=c.hold - c.net, spent=c.net))
+            # A late bill (the hold was already released) asks the rebalancer to look at the slot: its
+            # registry entry may be gone, and its spent must still be swept.
+            slots.append(SlotChange(level.escrow, level.account_id, available=c.hold - c.net, spent=c.net,
+                                    want=None if was_held else ZERO))
         else:
             changes.append(debit(level, c, was_held))
     return _with_slots(changes, client_id, slots)

@@ -26,6 +26,9 @@ from chalicelib.domain.escrow import (IDLE_AFTER, Slot, SlotMove, owner_change, 
 log = logging.getLogger("cascade.rebalance")
 
 IDLE_EVERY = 60
+# A registry entry outlives its slot's last refill by this long before an empty slot is forgotten: every
+# call held from the slot has completed or been swept by then (max_duration + hold_grace is hours).
+REGISTRY_KEEP = 86400
 MOVES_PER_TRANSACTION = 45
 
 
@@ -36,6 +39,7 @@ class EscrowStore(Protocol):
     def escrow_slots(self, owner_id: str) -> List[Tuple[str, int, int]]: ...
     def clear_recall(self, owner_id: str, requested_at: int) -> None: ...
     def clear_wants(self, client_ids: Sequence[str]) -> None: ...
+    def forget_slots(self, owner_id: str, client_ids: Sequence[str]) -> None: ...
     def apply_moves(self, owner_id: str, moves: Sequence[SlotMove], change, now: int,
                     clear_wants: Sequence[str] = ()) -> List[SlotMove]: ...
 
@@ -92,7 +96,7 @@ def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slo
     if dry:
         report.dry.append(owner.id)
         asked = {c for c, _ in wanted}
-        others = _slots(store, owner.id, exclude=asked)
+        others = [(c, slot) for c, slot, _ in _slots(store, owner.id, exclude=asked)]
         moves, _ = plan_owner(owner, wanted, others, recall_all=recall_all)
     asked = {c for c, _ in wanted}
     idle_asks = asked - {m.client_id for m in moves}
@@ -102,25 +106,33 @@ def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slo
 
 
 def _slots(store: EscrowStore, owner_id: str, exclude: Set[str] = frozenset(),
-           older_than: int = None) -> List[Tuple[str, Slot]]:
-    """The owner's slots the registry lists (read from the clients' items, strongly consistent)."""
-    listed = [(c, d) for c, d, at in store.escrow_slots(owner_id)
+           older_than: int = None) -> List[Tuple[str, Slot, int]]:
+    """The owner's slots the registry lists (read from the clients' items, strongly consistent), with
+    when each was last refilled."""
+    listed = [(c, d, at) for c, d, at in store.escrow_slots(owner_id)
               if c not in exclude and (older_than is None or at < older_than)]
-    clients = store.accounts([c for c, _ in listed]) if listed else {}
+    clients = store.accounts([c for c, _, _ in listed]) if listed else {}
     out = []
-    for client_id, distance in listed:
+    for client_id, distance, at in listed:
         client = clients.get(client_id)
         slot = slot_for(client, distance, owner_id) if client is not None else None
         if slot is not None:
-            out.append((client_id, slot))
+            out.append((client_id, slot, at))
     return out
 
 
 def _recall_idle(store: EscrowStore, now: int, report: Report) -> None:
     for owner_id, _ in store.escrow_owners():
-        moves = [m for c, slot in _slots(store, owner_id, older_than=now - IDLE_AFTER)
-                 for m in [plan_idle(owner_id, c, slot)] if m is not None]
+        moves, forget = [], []
+        for client_id, slot, at in _slots(store, owner_id, older_than=now - IDLE_AFTER):
+            move = plan_idle(owner_id, client_id, slot)
+            if move is not None:
+                moves.append(move)
+            elif at < now - REGISTRY_KEEP:
+                forget.append(client_id)
         _apply(store, owner_id, moves, now, set(), report)
+        if forget:
+            store.forget_slots(owner_id, forget)
 
 
 def _apply(store: EscrowStore, owner_id: str, moves: List[SlotMove], now: int, clear: Set[str],

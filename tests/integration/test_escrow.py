@@ -63,8 +63,165 @@ def test_a_slot_carries_the_upper_levels_so_a_call_writes_neither_reseller_above
     assert report.recalled == 2 and report.swept == 2
     acme = account("acme")
     assert (acme.e2a, acme.e2s, acme.e3a, acme.e3s) == (0, 0, 0, 0)
-    assert escrow_slots("borealis") == [] and escrow_slots("atlas") == []
+    assert escrow_slots("borealis") == [("acme", 2)]       # kept: a call held from it may still complete
     assert_ledger_invariant(ALL_DEMO)
+    rebalance(store, NOW + 200_000, idle=True)              # empty for longer than REGISTRY_KEEP: forgotten
+    assert escrow_slots("borealis") == [] and escrow_slots("atlas") == []
     for a in ("borealis", "atlas"):
         item = account(a)
         assert item.held == 0 and item.active_calls == 0
+
+
+# --- races: the rebalancer refilling and recalling while calls hold -------------------------------
+
+KEY = "csk_escrow_race"
+CLIENTS = 60
+K = 20
+HOLD = Decimal("10")        # r's hold: 600 s at 1.00/min
+
+
+def race_seed(holds=K, clients=CLIENTS):
+    """Root -> r (funded for exactly ``holds`` holds, no per-call limits: escrowable) -> clients."""
+    return {
+        "settings": {"max_duration": 600},
+        "tariffs": [
+            {"id": "cost", "owner": "admin", "rates": [{"prefix": "1", "price": "0.5"}]},
+            {"id": "wholesale", "owner": "admin", "rates": [{"prefix": "1", "price": "1.00"}]},
+            {"id": "retail", "owner": "r", "rates": [{"prefix": "1", "price": "2.00"}]},
+        ],
+        "accounts": [{"id": "admin", "role": "admin", "tariff": "cost"},
+                     {"id": "r", "role": "reseller", "parent": "admin", "tariff": "wholesale",
+                      "balance": str(HOLD * holds)}]
+        + [{"id": f"c{i}", "role": "client", "parent": "r", "tariff": "retail", "balance": "1000",
+            "sip_users": [f"s{i}"]} for i in range(clients)],
+        "switch_keys": [{"id": "race", "key": KEY}],
+    }
+
+
+def race(fn, n):
+    barrier = threading.Barrier(n)
+
+    def go(i):
+        barrier.wait()
+        return fn(i)
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(go, range(n)))
+
+
+class Rebalancer:
+    """The rebalancer ticking in a thread of its own, as deployed, racing the calls."""
+    def __init__(self, store, every=0.002):
+        self.store, self.every, self.stop, self.ticks = store, every, threading.Event(), 0
+
+    def __enter__(self):
+        def loop():
+            while not self.stop.wait(self.every):
+                rebalance(self.store, NOW)
+                self.ticks += 1
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def r_money_is_conserved(store, granted_ids):
+    """r's held is exactly the holds on its own item plus what its slots have out; nothing overdrawn."""
+    r = account("r")
+    assert r.available >= 0 and r.held >= 0, (r.available, r.held)
+    own = sum((l.hold for cid in granted_ids for l in store.find_call(cid, None)[0].levels
+               if l.account_id == "r" and not l.escrow), Decimal(0))
+    slots = [s for c in range(CLIENTS) for s in store.accounts([f"c{c}"])[f"c{c}"].escrow if s.owner == "r"]
+    in_flight = sum((l.hold for cid in granted_ids for l in store.find_call(cid, None)[0].levels
+                     if l.account_id == "r" and l.escrow), Decimal(0))
+    assert all(s.available >= 0 for s in slots)
+    assert r.held == own + in_flight + sum((s.available + s.spent for s in slots), Decimal(0))
+    assert r.balance + 0 == HOLD * K     # nothing billed yet
+    return sum((s.available for s in slots), Decimal(0))
+
+
+def test_given_funds_for_k_holds_when_clients_burst_while_the_rebalancer_refills_then_never_more_than_k_and_after_a_recall_exactly_k(aws):
+    load(race_seed())
+    store, digest = DynamoStore(), key_hash(KEY)
+    # Warm the slots: a first round of short calls (each a master-path hold asking for a refill)
+    for i in range(10):
+        assert isinstance(authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"warm-{i}"), digest,
+                                         clock()), Authorized)
+        complete_call(store, f"warm-{i}", 0, "NO ANSWER", digest, clock(NOW + 1))
+    assert rebalance(store, NOW).refilled == 10
+
+    with Rebalancer(store) as rebalancer:
+        answers = race(lambda i: authorize_call(
+            store, AuthorizeRequest(f"s{i}", "15551230001", f"burst-{i}"), digest, clock()), CLIENTS)
+    assert rebalancer.ticks > 0
+    granted = [f"burst-{i}" for i, a in enumerate(answers) if isinstance(a, Authorized)]
+    denied = [i for i, a in enumerate(answers) if isinstance(a, Denied)]
+    assert {a.reason for a in answers if isinstance(a, Denied)} <= {"insufficient_funds"}
+    assert all(a.answer["max_duration"] == 600 for a in answers if isinstance(a, Authorized))
+    assert len(granted) <= K
+    stranded = r_money_is_conserved(store, granted)
+
+    # WHEN the owner's escrow is recalled, the denied clients get exactly what was stranded
+    store.request_recall("r", NOW)
+    rebalance(store, NOW)
+    free = account("r").available
+    assert free >= stranded
+    assert sum((s.available for c in range(CLIENTS) for s in store.accounts([f"c{c}"])[f"c{c}"].escrow
+                if s.owner == "r"), Decimal(0)) == 0
+    retried = race(lambda j: authorize_call(
+        store, AuthorizeRequest(f"s{denied[j]}", "15551230001", f"retry-{denied[j]}"), digest, clock()), len(denied))
+    again = [f"retry-{denied[j]}" for j, a in enumerate(retried) if isinstance(a, Authorized)]
+    assert len(granted) + len(again) == K
+    assert len(again) * HOLD == free
+    assert account("r").available == 0
+    r_money_is_conserved(store, granted + again)
+
+    # Every call completes (concurrently with the rebalancer again): every level billed once, the
+    # ledger balances once the slots are swept
+    with Rebalancer(store):
+        race(lambda i: complete_call(store, (granted + again)[i], 60, "ANSWERED", digest, clock(NOW + 70)), K)
+    rebalance(store, NOW + 10_000, idle=True)
+    r = account("r")
+    assert r.held == 0 and r.balance == HOLD * K - K * Decimal("1.00")     # 60 s at 1.00/min each
+    assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])
+
+
+def test_a_suspension_mid_burst_stops_grants_through_escrow_and_brings_the_escrow_back_in_one_pass(aws):
+    from chalicelib.domain.access import Principal
+    from chalicelib.services.portal import Portal
+    load(race_seed(holds=200))
+    store, digest = DynamoStore(), key_hash(KEY)
+    for i in range(CLIENTS):
+        authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"warm-{i}"), digest, clock())
+        complete_call(store, f"warm-{i}", 0, "NO ANSWER", digest, clock(NOW + 1))
+    assert rebalance(store, NOW).refilled == CLIENTS
+    suspended_at = []
+
+    def call(i):
+        if i == CLIENTS // 2:
+            Portal(store, clock=clock()).set_status(Principal("admin", "admin", "admin"), "r", "suspend")
+            suspended_at.append(True)
+            return None
+        started_after = bool(suspended_at)
+        return started_after, authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"b-{i}"), digest,
+                                             clock())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = [r for r in pool.map(call, range(CLIENTS)) if r is not None]
+    after = [a for started_after, a in results if started_after]
+    assert after and all(isinstance(a, Denied) and a.reason == "account_suspended" for a in after)
+
+    rebalance(store, NOW + 2)          # one pass serves the recall request
+    slots = [s for c in range(CLIENTS) for s in store.accounts([f"c{c}"])[f"c{c}"].escrow if s.owner == "r"]
+    assert sum((s.available for s in slots), Decimal(0)) == 0
+    granted = [a.answer["call_id"] for _, a in results if isinstance(a, Authorized)]
+    assert granted, "the burst started before the suspension"
+    r = account("r")
+    assert r.available >= 0
+    for cid in granted:      # calls granted before the suspension still complete and are billed once
+        complete_call(store, cid, 30, "ANSWERED", digest, clock(NOW + 40))
+    rebalance(store, NOW + 10_000, idle=True)
+    assert account("r").held == 0
+    assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])

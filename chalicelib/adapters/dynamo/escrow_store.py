@@ -68,10 +68,9 @@ class DynamoEscrow:
                 condition = condition & g
             tx.update(("slot", move.client_id), AccountItem(*account_key(move.client_id)), actions, condition)
             if move.refill:
+                # Kept after a recall too: calls held from the slot may still complete into it.
                 tx.put(("registry", move.client_id), EscrowItem(*escrow_key(owner_id, move.client_id),
                                                               distance=move.distance, at=now))
-            elif move.recall:
-                tx.delete(("registry", move.client_id), EscrowItem(*escrow_key(owner_id, move.client_id)))
         if any(m.refill for m in moves):
             tx.update(("owner_list", owner_id), EscrowOwnerItem(*escrow_owner_key(owner_id)),
                       [EscrowOwnerItem.kind.set(EscrowOwnerItem)])
@@ -86,6 +85,12 @@ class DynamoEscrow:
             if any(what == "escrow" for what, _ in refused):
                 return list(moves)          # the owner could not fund them: all re-planned
             return [m for m in moves if m.client_id in refused_clients]
+
+    def forget_slots(self, owner_id: str, client_ids: Iterable[str]) -> None:
+        """Drop registry entries of slots long empty (services.rebalance.REGISTRY_KEEP)."""
+        with EscrowItem.batch_write() as batch:
+            for client_id in client_ids:
+                batch.delete(EscrowItem(*escrow_key(owner_id, client_id)))
 
     def clear_wants(self, client_ids: Iterable[str]) -> None:
         """Requests that named no owner still needing them (served, or the tree changed)."""
