@@ -11,7 +11,7 @@ from chalicelib.domain.authorization import Denial, Grant, decide, price_chain
 from chalicelib.domain.numbers import DialPlan, InvalidNumber, normalize
 
 from .ports import DuplicateCall, Refused, StoreBusy, SwitchStore
-from .records import HELD, CallRecord, Route
+from .records import HELD, CallRecord, Route, call_answer
 
 log = logging.getLogger("cascade.authorize")
 
@@ -135,13 +135,7 @@ def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: 
 
 def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Grant, now: int,
                  grace: int, switch_id: Optional[str]) -> CallRecord:
-    rate = grant.client_rate
-    answer = {
-        "authorized": True, "max_duration": grant.max_duration, "call_id": request.call_id,
-        "number": number, "prefix": rate.prefix, "destination": rate.name,
-        "rate": str(rate.price), "connect_fee": str(rate.connect_fee),
-        "increments": [rate.initial, rate.subsequent],
-    }
+    answer = call_answer(request.call_id, number, grant.max_duration, grant.client_rate)
     return CallRecord(
         call_id=request.call_id, status=HELD, account=request.account, client_id=route.client_id,
         destination=request.destination, number=number, caller_id=request.caller_id, authorized_at=now,

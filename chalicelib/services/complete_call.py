@@ -8,7 +8,7 @@ from chalicelib.domain.settlement import LevelCharge, settle
 
 from .authorize_call import Unauthorized
 from .ports import AlreadySettled, StoreBusy, SwitchStore
-from .records import DONE, EXPIRED, HELD, CallRecord
+from .records import DONE, EXPIRED, HELD, CallRecord, call_result
 
 log = logging.getLogger("cascade.complete")
 
@@ -67,11 +67,7 @@ def _bill(store: SwitchStore, call: CallRecord, billsec: int, disposition: str, 
     over_max = billsec > call.max_duration
     if over_max:
         log.warning("call %s: billsec %d over the granted %d", call_id, billsec, call.max_duration)
-    result = {
-        "call_id": call_id, "billsec": billsec, "disposition": disposition,
-        "charged": str(charges[0].cost), "over_max": over_max, "late": late,
-        "levels": [c.to_dict() for c in charges],
-    }
+    result = call_result(call_id, billsec, disposition, call.max_duration, late, charges)
     store.settle(call, charges, billsec, disposition, result, now)
     if late:
         _report_late(store, call, charges, now)

@@ -11,6 +11,25 @@ from chalicelib.domain.tariffs import Tariff
 HELD, EXPIRED, DONE = "held", "expired", "done"
 
 
+def call_answer(call_id: str, number: str, max_duration: int, rate) -> dict:
+    """What the switch is told when a call is granted (and again, byte for byte, on a repeat)."""
+    return {
+        "authorized": True, "max_duration": max_duration, "call_id": call_id,
+        "number": number, "prefix": rate.prefix, "destination": rate.name,
+        "rate": str(rate.price), "connect_fee": str(rate.connect_fee),
+        "increments": [rate.initial, rate.subsequent],
+    }
+
+
+def call_result(call_id: str, billsec: int, disposition: str, max_duration: int, late: bool, charges) -> dict:
+    """A completion's answer (and its stored result): every level's charge at its own price."""
+    return {
+        "call_id": call_id, "billsec": billsec, "disposition": disposition,
+        "charged": str(charges[0].cost), "over_max": billsec > max_duration, "late": late,
+        "levels": [c.to_dict() for c in charges],
+    }
+
+
 @dataclass(frozen=True)
 class RouteHop:
     account_id: str

@@ -53,9 +53,12 @@ def account(account_id: str):
 
 
 def call_item(call_id: str):
-    from chalicelib.adapters.dynamo.models import CallItem
+    """The call as the store reads it (services.records.CallRecord: answer and result rebuilt from the
+    compact item)."""
     from chalicelib.adapters.dynamo.keys import call_key
-    return CallItem.get(*call_key(call_id))
+    from chalicelib.adapters.dynamo.models import CallItem
+    from chalicelib.adapters.dynamo.reads import to_call
+    return to_call(CallItem.get(*call_key(call_id)))
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ class PortalMachine(RuleBasedStateMachine):
         assert answer.status_code == 200, answer.body
         if call["state"] == "expired":                 # billed without a hold: may go below a floor
             from tests.integration.helpers import call_item
-            self.unguarded |= {lvl["account_id"] for lvl in call_item(call_id).levels}
+            self.unguarded |= {lvl.account_id for lvl in call_item(call_id).levels}
         call["state"] = "done"
         # a repeat gets the same answer and bills nothing more
         tables = table_snapshot()
@@ -259,17 +259,18 @@ class PortalMachine(RuleBasedStateMachine):
     @invariant()
     def held_money_is_the_holds_of_calls_in_flight_and_nothing_guarded_is_below_zero(self):
         from chalicelib.adapters.dynamo.models import CallItem
-        from chalicelib.adapters.dynamo.reads import to_call  # noqa: F401 (same records the store reads)
+        from chalicelib.adapters.dynamo.reads import to_call     # the same records the store reads
         held = {a: Decimal(0) for a in ALL}
         calls = {a: 0 for a in ALL}
         in_flight = set()
-        for item in CallItem.held_index.scan(consistent_read=False):     # sparse: calls still holding money
+        for entry in CallItem.held_index.scan(consistent_read=False):    # sparse: calls still holding money
+            item = CallItem.get(entry.pk, entry.sk)                       # the index holds keys only
             if item.status == "held":
                 in_flight.add(item.call_id)
-                for level in item.levels:
-                    if level["charged"]:
-                        held[level["account_id"]] += Decimal(level["hold"])
-                        calls[level["account_id"]] += 1
+                for level in to_call(item).levels:
+                    if level.charged:
+                        held[level.account_id] += level.hold
+                        calls[level.account_id] += 1
         assert in_flight == {c for c, v in self.calls.items() if v["state"] == "held"}
         accounts = account_money()
         for a in ALL:

@@ -3,7 +3,7 @@ assignment changes, authorize notices, prices from the accounts it read, and rep
 from decimal import Decimal
 
 from chalicelib.adapters.dynamo.models import AccountItem, CallItem, IdentityItem
-from chalicelib.adapters.dynamo.store import DynamoStore, call_key
+from chalicelib.adapters.dynamo.store import DynamoStore, call_key, to_call
 from chalicelib.adapters.dynamo.writer import tariff_items
 from chalicelib.domain.tariffs import Rate, Tariff
 from chalicelib.services.authorize_call import AuthorizeRequest
@@ -18,8 +18,8 @@ def authorize(call_id, account="1001"):
 
 
 def hold_of(call_id, account_id):
-    levels = CallItem.get(*call_key(call_id)).levels
-    return next(Decimal(l["hold"]) for l in levels if l["account_id"] == account_id)
+    levels = to_call(CallItem.get(*call_key(call_id))).levels
+    return next(l.hold for l in levels if l.account_id == account_id)
 
 
 def test_given_a_reassigned_tariff_when_authorizing_then_the_new_price_is_held_and_the_route_repaired(demo):
@@ -56,7 +56,7 @@ def test_given_a_client_moved_to_another_reseller_when_authorizing_then_the_new_
 
     # THEN the call is held at acme and borealis, and cumulus no longer takes part
     assert answer.status == 200 and answer.body["rate"] == "2.500000"
-    levels = [l["account_id"] for l in CallItem.get(*call_key("moved@x")).levels]
+    levels = [l.account_id for l in to_call(CallItem.get(*call_key("moved@x"))).levels]
     assert levels == ["acme", "borealis", "atlas", "admin"]
     after = AccountItem.get("ACC#cumulus", "#")
     assert after.held == before.held and after.active_calls == before.active_calls
@@ -83,7 +83,7 @@ def test_given_a_client_moved_under_a_new_parent_on_the_same_tariff_when_authori
     answer = authorize("moved-shortly@x", account="1002")
 
     assert answer.status == 200, answer.body
-    levels = [l["account_id"] for l in CallItem.get(*call_key("moved-shortly@x")).levels]
+    levels = [l.account_id for l in to_call(CallItem.get(*call_key("moved-shortly@x"))).levels]
     assert levels == ["shortly", "zeta", "borealis", "atlas", "admin"]
 
 

@@ -46,8 +46,8 @@ def sweep(at):
 
 
 def call_snapshot(call_id):
-    item = call_item(call_id)
-    return item.client_id, item.number, item.status, item.answer, item.result
+    call = call_item(call_id)
+    return call.client_id, call.number, call.status, call.answer, call.result
 
 
 def events(caplog, name):

@@ -67,10 +67,12 @@ class JSONTextAttribute(Attribute[object]):
 
 
 class HeldIndex(GlobalSecondaryIndex):
-    """Sparse: only calls still holding money carry held_shard, so the sweeper reads nothing else."""
+    """Sparse: only calls still holding money carry held_shard, so the sweeper reads nothing else. Keys
+    (and ``kind``) only: an index entry costs one write unit instead of the whole call's; the sweeper
+    reads the few expired calls themselves."""
     class Meta:
         index_name = "held"
-        projection = AllProjection()
+        projection = IncludeProjection(["kind"])
     held_shard = UnicodeAttribute(hash_key=True)
     expires_at = NumberAttribute(range_key=True)
 
@@ -212,9 +214,10 @@ class CallItem(CoreItem, discriminator="call"):
     switch_id = UnicodeAttribute(null=True)         # key id of the switch that authorized it
     authorized_at = NumberAttribute()
     max_duration = NumberAttribute()
-    levels = JSONTextAttribute()
-    answer = JSONTextAttribute()
-    result = JSONTextAttribute(null=True)
+    # Compact JSON (call_codec.py): the frozen levels, and once billed the charges; the answer and the
+    # result are rebuilt from them.
+    levels = UnicodeAttribute()
+    result = UnicodeAttribute(null=True)
     held_shard = UnicodeAttribute(null=True)
     expires_at = NumberAttribute(null=True)
     held_index = HeldIndex()

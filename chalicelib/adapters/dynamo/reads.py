@@ -2,12 +2,14 @@
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from chalicelib.domain.accounts import Account, TreeSettings
-from chalicelib.domain.authorization import Level, Usage
+from chalicelib.domain.authorization import Usage
 from chalicelib.domain.escrow import Slot
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
 from chalicelib.services.ports import StoreBusy
-from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Snapshot
+from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Snapshot, call_answer, call_result
+
+from .call_codec import decode_charges, decode_levels
 
 from .keys import account_key, call_key, cps_key, identity_key, rate_group_key, spend_keys, switch_key_key, tariff_key
 from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, CounterItem, IdentityItem, RateGroupItem,
@@ -53,12 +55,19 @@ def to_tariff(item: TariffItem) -> Tariff:
 
 
 def to_call(item: CallItem) -> CallRecord:
+    levels = decode_levels(item.levels)
+    max_duration = int(item.max_duration)
+    result = None
+    if item.result:
+        billsec, disposition, late, charges = decode_charges(levels, item.result)
+        result = call_result(item.call_id, billsec, disposition, max_duration, late, charges)
     return CallRecord(
         call_id=item.call_id, status=item.status, account=item.account, client_id=item.client_id,
         destination=item.destination, number=item.number, caller_id=item.caller_id,
-        authorized_at=int(item.authorized_at), max_duration=int(item.max_duration),
-        expires_at=int(item.expires_at or 0), levels=[Level.from_dict(d) for d in item.levels],
-        answer=item.answer, result=item.result, switch_id=item.switch_id,
+        authorized_at=int(item.authorized_at), max_duration=max_duration,
+        expires_at=int(item.expires_at or 0), levels=levels,
+        answer=call_answer(item.call_id, item.number, max_duration, levels[0].rate), result=result,
+        switch_id=item.switch_id,
     )
 
 
@@ -163,6 +172,10 @@ class DynamoReads:
             return None
 
     def expired_calls(self, now: int) -> Iterable[CallRecord]:
+        """The index holds keys only: the expired calls are read back, strongly consistent, 100 at a time."""
         for shard in range(HELD_SHARDS):
-            for item in CallItem.held_index.query(f"HELD#{shard}", CallItem.expires_at <= now):
-                yield to_call(item)
+            keys = [(i.pk, i.sk) for i in CallItem.held_index.query(f"HELD#{shard}", CallItem.expires_at <= now)]
+            for start in range(0, len(keys), 100):
+                for item in CallItem.batch_get(keys[start:start + 100], consistent_read=True):
+                    if item.status == "held":
+                        yield to_call(item)

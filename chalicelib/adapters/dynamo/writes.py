@@ -23,6 +23,7 @@ from chalicelib.domain.settlement import LevelCharge
 from chalicelib.services.ports import AlreadySettled, DuplicateCall, DuplicateEntry, Refused, StoreBusy
 from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
 
+from .call_codec import encode_levels, encode_result
 from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
                    identity_key, idempotency_key, iso_ms, spend_keys, text_key, want_key)
 from .models import (AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdempotencyItem, IdentityItem,
@@ -242,7 +243,7 @@ class DynamoWrites:
             pk, sk, call_id=call.call_id, status=call.status, account=call.account, client_id=call.client_id,
             destination=call.destination, number=call.number, caller_id=call.caller_id,
             authorized_at=call.authorized_at, max_duration=call.max_duration,
-            levels=[l.to_dict() for l in call.levels], answer=call.answer, switch_id=call.switch_id,
+            levels=encode_levels(call.levels), switch_id=call.switch_id,
             held_shard=f"HELD#{hash_shard(call.call_id)}", expires_at=call.expires_at,
         )
 
@@ -266,7 +267,8 @@ class DynamoWrites:
             tx.put(("cdr", level.account_id), self._cdr(call, level, charge, billsec, disposition, stamp),
                    condition=CdrItem.account_id.does_not_exist())
         tx.update(("call", None), CallItem(*call_key(call.call_id)),
-                  [CallItem.status.set(DONE), CallItem.result.set(result),
+                  [CallItem.status.set(DONE),
+                   CallItem.result.set(encode_result(billsec, disposition, call.status == EXPIRED, charges)),
                    CallItem.held_shard.remove(), CallItem.expires_at.remove()],
                   condition=CallItem.status == call.status)   # held or expired, as read
         try:
