@@ -13,6 +13,8 @@ os.environ.update({
     "CASCADE_TOKEN_KEY": "t1:test-token-signing-key-not-for-production-0123456789",
 })
 os.environ.setdefault("CASCADE_SCRYPT_N", "1024")   # tests only: production hashes at 2**17
+# Each test sees its own writes at once; the warm-Lambda cache is tested on its own (test_switch_cache.py).
+os.environ["CASCADE_SWITCH_CACHE_SECONDS"] = "0"
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 import pytest

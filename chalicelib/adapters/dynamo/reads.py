@@ -11,6 +11,7 @@ from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Sna
 
 from .call_codec import decode_charges, decode_levels
 
+from . import cache
 from .keys import account_key, call_key, cps_key, identity_key, rate_group_key, spend_keys, switch_key_key, tariff_key
 from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, CounterItem, IdentityItem, RateGroupItem,
                      SwitchKeyItem, TariffItem)
@@ -83,11 +84,24 @@ class DynamoReads:
     # --- the switch path --------------------------------------------------------------------------
 
     def lookup(self, account_ref: str, key_hash: str) -> Lookup:
+        """Round trip 1, skipped in a warm Lambda while both the caller's route and the key are cached
+        (cache.py): only a found identity and an active key are remembered, so a new SIP user works at
+        once, and a route rewritten by a refresh is dropped (writes.place_holds)."""
+        ttl = cache.seconds()
+        if ttl:
+            route, key = cache.SWITCH_CACHE.get(("identity", account_ref)), cache.SWITCH_CACHE.get(("key", key_hash))
+            if route is not None and key is not None:
+                return Lookup(key=key, route=route, identity=account_ref)
         items = list(CoreItem.batch_get([identity_key(account_ref), switch_key_key(key_hash)]))
         key = next((i for i in items if isinstance(i, SwitchKeyItem)), None)
         ident = next((i for i in items if isinstance(i, IdentityItem)), None)
         route = Route.from_dict(ident.client_id, ident.route) if ident else None
-        return Lookup(key=key_check(key), route=route, identity=account_ref)
+        found = Lookup(key=key_check(key), route=route, identity=account_ref)
+        if ttl and found.key.active:
+            cache.SWITCH_CACHE.put(("key", key_hash), found.key, ttl)
+            if route is not None:
+                cache.SWITCH_CACHE.put(("identity", account_ref), route, ttl)
+        return found
 
     def resolve_route(self, client_id: str) -> Optional[Route]:
         """Walk up from the client one account at a time (the slow path, taken only when a cached
@@ -108,8 +122,9 @@ class DynamoReads:
     def load(self, route: Route, number: str, call_id: str, now: int) -> Snapshot:
         tariff_ids = list(dict.fromkeys(h.tariff_id for h in route.hops if h.tariff_id))
         keys = [account_key(h.account_id) for h in route.hops]
-        keys += [tariff_key(t) for t in tariff_ids]
-        keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
+        tariff_keys = [tariff_key(t) for t in tariff_ids]
+        tariff_keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
+        keys += tariff_keys
         keys.append(call_key(call_id))
         counter_keys = {h.account_id: (cps_key(h.account_id, now), *spend_keys(h.account_id, now))
                         for h in route.hops}
@@ -118,7 +133,25 @@ class DynamoReads:
         accounts, tariffs, call = {}, {}, None
         books: Dict[str, Dict[str, list]] = {t: {} for t in tariff_ids}
         counters: Dict[Tuple[str, str], CounterItem] = {}
-        for item in CoreItem.batch_get(keys):
+        ttl = cache.seconds()
+        cacheable = set(tariff_keys) if ttl else set()
+        remembered = []
+        for k in list(cacheable):
+            hit = cache.SWITCH_CACHE.get(("item", k))
+            if hit is not None:
+                cacheable.discard(k)
+                keys.remove(k)
+                if hit is not cache.MISSING:
+                    remembered.append(hit)
+        fetched = list(CoreItem.batch_get(keys))
+        if cacheable:
+            seen = {(i.pk, i.sk) for i in fetched}
+            for item in fetched:
+                if (item.pk, item.sk) in cacheable:
+                    cache.SWITCH_CACHE.put(("item", (item.pk, item.sk)), item, ttl)
+            for k in cacheable - seen:
+                cache.SWITCH_CACHE.put(("item", k), cache.MISSING, ttl)
+        for item in fetched + remembered:
             if isinstance(item, AccountItem):
                 accounts[item.id] = to_account(item)
             elif isinstance(item, TariffItem):

@@ -23,6 +23,7 @@ from chalicelib.domain.settlement import LevelCharge
 from chalicelib.services.ports import AlreadySettled, DuplicateCall, DuplicateEntry, Refused, StoreBusy
 from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
 
+from . import cache
 from .call_codec import encode_levels, encode_result
 from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
                    identity_key, idempotency_key, iso_ms, spend_keys, text_key, want_key)
@@ -226,6 +227,8 @@ class DynamoWrites:
                       [IdentityItem.route.set(route.to_dict())], condition=IdentityItem.pk.exists())
         try:
             tx.commit(self._conn, f"hold {call.call_id}")
+            if refresh is not None:
+                cache.SWITCH_CACHE.drop(("identity", refresh[0]))     # the next call reads the new route
         except TransactWriteError as exc:
             refused = tx.refused(exc)
             if ("call", None) in refused:
