@@ -1,5 +1,5 @@
-"""One stack per stage: the Chalice app (API Gateway + the switch and sweeper Lambdas), the tables, the
-pepper and token-signing secrets, one least-privilege role per function, alarms and a dashboard."""
+"""One stack per stage: the Chalice app (API Gateway + the switch, sweeper and rebalancer Lambdas), the
+tables, the pepper and token-signing secrets, one least-privilege role per function, alarms and a dashboard."""
 import pathlib
 import re
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -20,6 +20,7 @@ from infra.tables import model_tables
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ALL_INDEXES = "*"     # every index the table's model defines, each named in the policy (no wildcard ARN)
+REBALANCE_FAILED = "escrow rebalance tick failed"     # what entrypoints/rebalancer.py logs for a failed tick
 
 
 class Access(NamedTuple):
@@ -44,27 +45,33 @@ def union(*accesses: Dict[str, Access]) -> Dict[str, Access]:
 # DynamoDB actions per function, per table. TransactWriteItems is authorized item by item through
 # PutItem / UpdateItem / DeleteItem / ConditionCheckItem, so those are what a transaction needs. No
 # function may Scan.
-# The switch path (authorize, complete) reads and writes core and writes CDRs; it writes no journal entry
-# (a call's entry is its call record) and queries nothing.
+# The switch path (authorize, complete) reads and writes core only: a call's journal entry and its only
+# CDR are its call record. It queries nothing.
 SWITCH_ACCESS = {
     "core": Access(("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                     "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")),
-    "cdrs": Access(("dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")),
 }
 # The sweeper reads expired holds from the sparse `held` index and releases them.
 SWEEPER_ACCESS = {
     "core": Access(("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
                     "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"), indexes=("held",)),
 }
+# The rebalancer finds refill requests on the sparse `wants` index and the escrow registry by Query on
+# core itself (ESCOWNERS, ESC#<owner>), reads accounts strongly consistent, and moves money in
+# transactions (account items updated, registry items put). It deletes registry entries only by
+# BatchWriteItem (escrow_store.forget_slots), never by DeleteItem, and reads no single item.
+REBALANCER_ACCESS = {
+    "core": Access(("dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                    "dynamodb:BatchWriteItem", "dynamodb:DescribeTable"), indexes=("wants",)),
+}
 # The portal: accounts, sign-in items and keys in core (lists by Query on the subtree and listing
-# indexes), journal entries it posts and reads back, the history (journal indexes and cdrs).
+# indexes), journal entries it posts and reads back, the history (journal indexes and core's call indexes).
 PORTAL_ACCESS = {
     "core": Access(("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                     "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
                     "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
     "journal": Access(("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
                        "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
-    "cdrs": Access(("dynamodb:Query", "dynamodb:GetItem", "dynamodb:DescribeTable")),
 }
 # Each function: Chalice's logical id, memory in MB (a Stage attribute name, or a number), timeout in s,
 # data access, whether it serves the portal (token key, mail). The REST API (Chalice's APIHandler) serves
@@ -73,7 +80,13 @@ FUNCTIONS = {
     "api": ("APIHandler", "api_memory_mb", 10, union(SWITCH_ACCESS, PORTAL_ACCESS), True),
     "switch": ("Switch", "switch_memory_mb", 10, SWITCH_ACCESS, False),
     "sweeper": ("Sweeper", 512, 300, SWEEPER_ACCESS, False),
+    # An invocation ticks for 55 s (entrypoints/rebalancer.RUN_FOR); the 15 s beyond are for a last tick
+    # that is slow (DynamoDB retries), so it ends in its own run rather than as a timeout.
+    "rebalancer": ("Rebalancer", 512, 70, REBALANCER_ACCESS, False),
 }
+# Functions with a fixed number of instances: the rebalancer is the only writer moving money between an
+# owner's item and its slots, and it plans each pass assuming no other instance moves the same money.
+RESERVED = {"rebalancer": 1}
 
 
 class CascadeStack(Stack):
@@ -84,6 +97,7 @@ class CascadeStack(Stack):
         prefix = f"cascade-{stage.name}-"
         keep = RemovalPolicy.RETAIN if stage.production else RemovalPolicy.DESTROY
         self.tables = model_tables(self, prefix, stage.production, defer_indexes)
+        self.deferred = set(defer_indexes)
 
         # The functions get this name (a literal, not the secret's ARN token) and read the value themselves.
         self.pepper_name = f"cascade/{stage.name}/switch-key-pepper"
@@ -146,6 +160,14 @@ class CascadeStack(Stack):
                 # Only the portal's function gets these (Chalice's environment_variables go to every function).
                 for key, value in self._portal_environment().items():
                     function.add_property_override(f"Environment.Variables.{key}", value)
+        for fn, reserved in RESERVED.items():
+            self.app.get_resource(FUNCTIONS[fn][0]).add_property_override("ReservedConcurrentExecutions", reserved)
+        rebalancer = self.app.get_resource(FUNCTIONS["rebalancer"][0])
+        # A schedule event that finds the one instance still busy is throttled, and Lambda would queue it
+        # and retry it (like a failed run) for up to 6 hours; the next minute's event starts a fresh run
+        # anyway, so stale events are dropped instead of piling up behind it.
+        rebalancer.add_property_override("EventInvokeConfig", {"MaximumEventAgeInSeconds": 60,
+                                                               "MaximumRetryAttempts": 0})
         switch = self.app.get_resource("Switch")
         # SAM publishes a version per deploy behind the alias `live`; the function URL points at the
         # alias, so warm (provisioned) instances serve switches and a deploy swaps them atomically.
@@ -185,9 +207,13 @@ class CascadeStack(Stack):
             table = self.tables[logical]
             defined = [index.index_name for index in table.global_secondary_indexes or []]
             chosen = defined if indexes == ALL_INDEXES else list(indexes)
-            unknown = set(chosen) - set(defined)
+            # An index left out of this deploy (defer_indexes) is granted by the deploy that adds it;
+            # until then the function's queries on it fail, as they would without the grant.
+            deferred = {name for name in chosen if f"{logical}.{name}" in self.deferred}
+            unknown = set(chosen) - set(defined) - deferred
             if unknown:
                 raise ValueError(f"{fn}: {logical} has no index {sorted(unknown)} (models.py)")
+            chosen = [name for name in chosen if name not in deferred]
             role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=[table.attr_arn]))
             if chosen:
                 role.add_to_policy(iam.PolicyStatement(
@@ -241,6 +267,28 @@ class CascadeStack(Stack):
                                         dimensions_map={"service": service}, period=Duration.minutes(5))
                 for name, service in services.items()}
 
+    def _rebalance_failures_alarm(self, action) -> cloudwatch.Alarm:
+        """The rebalancer logs a failed tick and goes on (the next tick reads everything afresh), so its
+        Errors metric stays at zero while every tick fails (a denied action, a broken item). A tick may
+        fail now and then (a transaction conflict with calls); failing in each of five minutes running
+        is the rebalancer being down."""
+        namespace = f"Cascade/{self.stage.name}"
+        # The message as a phrase, not a JSON field: it matches whichever handler formats the line.
+        logs.MetricFilter(self, "RebalanceFailuresFilter", log_group=self.log_groups["rebalancer"],
+                          metric_namespace=namespace, metric_name="RebalanceFailures", metric_value="1",
+                          filter_pattern=logs.FilterPattern.literal(f'"{REBALANCE_FAILED}"'), default_value=None)
+        metric = cloudwatch.Metric(namespace=namespace, metric_name="RebalanceFailures", statistic="Sum",
+                                   period=Duration.minutes(1))
+        alarm = cloudwatch.Alarm(
+            self, "RebalanceFailures", metric=metric, threshold=1, evaluation_periods=5, datapoints_to_alarm=5,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_name=f"cascade-{self.stage.name}-RebalanceFailures",
+            alarm_description="escrow rebalance ticks failing for 5 minutes running: slots are not refilled "
+                              "or recalled, calls fall back to the owners' own items (see the rebalancer's log)")
+        alarm.add_alarm_action(action)
+        return alarm
+
     def _alarms_and_dashboard(self, names: dict) -> None:
         def fn_metric(fn, metric, statistic="Sum"):
             return cloudwatch.Metric(namespace="AWS/Lambda", metric_name=metric, statistic=statistic,
@@ -263,6 +311,8 @@ class CascadeStack(Stack):
              f"switch p99 above {self.stage.authorize_p99_ms} ms"),
             ("ApiErrors", fn_metric("api", "Errors"), 1, "the REST API function (switch routes, portal) raised"),
             ("SweeperErrors", fn_metric("sweeper", "Errors"), 1, "expired holds are not being released"),
+            ("RebalancerErrors", fn_metric("rebalancer", "Errors"), 1,
+             "escrow is not being refilled or recalled: calls fall back to the owners' own items"),
         ]
         for logical in self.tables:
             name = logical.capitalize()
@@ -300,6 +350,7 @@ class CascadeStack(Stack):
                 alarm_name=f"cascade-{self.stage.name}-{name}", alarm_description=description)
             alarm.add_alarm_action(action)
             alarms.append(alarm)
+        alarms.append(self._rebalance_failures_alarm(action))
 
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"cascade-{self.stage.name}")
         dashboard.add_widgets(

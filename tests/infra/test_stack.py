@@ -87,12 +87,23 @@ def test_every_table_and_index_equals_its_pynamodb_model(synthesized, stage):
 def test_the_journal_replaces_the_ledger_and_core_has_the_portal_indexes(synthesized, stage):
     template, _ = synthesized[stage]
     names = {r["Properties"]["TableName"] for r in resources(template, "AWS::DynamoDB::Table").values()}
-    assert names == {f"cascade-{stage}-{t}" for t in ("core", "journal", "cdrs")}
+    assert names == {f"cascade-{stage}-{t}" for t in ("core", "journal")}      # a call record is its CDR
     journal = table(template, f"cascade-{stage}-journal")
     assert {i["IndexName"] for i in journal["GlobalSecondaryIndexes"]} == {"history", "peer_history"}
     core = table(template, f"cascade-{stage}-core")
-    assert {i["IndexName"] for i in core["GlobalSecondaryIndexes"]} == {"held", "subtree", "listing"}
-    assert "GlobalSecondaryIndexes" not in table(template, f"cascade-{stage}-cdrs")
+    assert {i["IndexName"] for i in core["GlobalSecondaryIndexes"]} == {
+        "held", "subtree", "listing", "wants", "client_calls", "tree_calls"}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_core_has_the_sparse_wants_index_the_rebalancer_queries(synthesized, stage):
+    template, _ = synthesized[stage]
+    core = table(template, f"cascade-{stage}-core")
+    wants = next(i for i in core["GlobalSecondaryIndexes"] if i["IndexName"] == "wants")
+    assert wants["KeySchema"] == [{"AttributeName": "want", "KeyType": "HASH"}]
+    # keys and the discriminator only: a refill request changes no other projected attribute
+    assert wants["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["kind"]}
+    assert {"AttributeName": "want", "AttributeType": "S"} in core["AttributeDefinitions"]
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
@@ -138,7 +149,7 @@ def _dynamodb_tables(statements) -> dict:
         actions = [a for a in _listed(s["Action"]) if a.startswith("dynamodb:")]
         for target in _listed(s["Resource"]):
             ref = json.dumps(target)
-            for logical in ("CoreTable", "JournalTable", "CdrsTable", "LedgerTable"):
+            for logical in ("CoreTable", "JournalTable", "LedgerTable"):
                 if f'"{logical}"' in ref and actions:
                     suffix = target["Fn::Join"][1][-1] if "Fn::Join" in target else ""
                     out.setdefault(logical + suffix, set()).update(actions)
@@ -151,16 +162,17 @@ def _model_indexes(logical: str) -> set:
 
 
 def _policies_by_role(template: Template) -> dict:
-    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper")}
+    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper", "Rebalancer")}
 
 
 def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized):
     template, _ = synthesized["prod"]
     functions = resources(template, "AWS::Serverless::Function")
     roles = {name: json.dumps(f["Properties"]["Role"]) for name, f in functions.items()}
-    assert set(roles) == {"APIHandler", "Switch", "Sweeper"}
-    assert len(set(roles.values())) == 3                      # no shared role
+    assert set(roles) == {"APIHandler", "Switch", "Sweeper", "Rebalancer"}
+    assert len(set(roles.values())) == 4                      # no shared role
     assert "SwitchRole" in roles["Switch"] and "SweeperRole" in roles["Sweeper"] and "ApiRole" in roles["APIHandler"]
+    assert "RebalancerRole" in roles["Rebalancer"]
     assert not [r for r in resources(template, "AWS::IAM::Role") if "DefaultRole" in r]   # Chalice's broad role is gone
     sweeper_policy = json.dumps(_policy_of(template, "Sweeper"))
     assert '"/index/held"' in sweeper_policy and "/index/*" not in sweeper_policy   # the one index it queries
@@ -169,7 +181,7 @@ def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized
     assert sweeper["CoreTable/index/held"] == {"dynamodb:Query"} and "dynamodb:Query" not in sweeper["CoreTable"]
     # The switch path writes no journal entry and queries nothing.
     switch = _dynamodb_tables(_policy_of(template, "Switch"))
-    assert set(switch) == {"CoreTable", "CdrsTable"}
+    assert set(switch) == {"CoreTable"}
     assert not {"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:Query"} & set().union(*switch.values())
 
 
@@ -178,10 +190,9 @@ def test_the_rest_api_function_has_switch_and_portal_access_and_nothing_scans(sy
     template, _ = synthesized["prod"]
     api = _dynamodb_tables(_policy_of(template, "Api"))
     for logical, access in (("core", SWITCH_ACCESS["core"]), ("core", PORTAL_ACCESS["core"]),
-                            ("journal", PORTAL_ACCESS["journal"]), ("cdrs", SWITCH_ACCESS["cdrs"]),
-                            ("cdrs", PORTAL_ACCESS["cdrs"])):
+                            ("journal", PORTAL_ACCESS["journal"])):
         assert set(access.actions) <= api[f"{logical.capitalize()}Table"], logical
-    for logical in ("core", "journal", "cdrs"):
+    for logical in ("core", "journal"):
         assert "dynamodb:Query" in api[f"{logical.capitalize()}Table"], logical
         for index in _model_indexes(logical):          # every index by name, no /index/* wildcard
             assert api[f"{logical.capitalize()}Table/index/{index}"] == {"dynamodb:Query"}, (logical, index)
@@ -195,6 +206,43 @@ def test_the_rest_api_function_has_switch_and_portal_access_and_nothing_scans(sy
         granted = {a for s in statements for a in _listed(s["Action"])}
         assert not {a for a in granted if a.lower() in ("dynamodb:scan", "dynamodb:*")}, role
         assert "dynamodb:DeleteItem" not in granted or role == "Api", role
+    everything = {a for p in resources(template, "AWS::IAM::Policy").values()
+                  for s in p["Properties"]["PolicyDocument"]["Statement"] for a in _listed(s["Action"])}
+    assert "dynamodb:scan" not in {a.lower() for a in everything}      # no policy at all, not only the roles'
+
+
+def test_the_rebalancer_is_one_instance_with_its_own_least_privilege_role(synthesized):
+    from chalicelib.entrypoints.rebalancer import RUN_FOR
+    from infra.stack import REBALANCER_ACCESS
+    for stage in ("dev", "prod"):
+        template, _ = synthesized[stage]
+        props = resources(template, "AWS::Serverless::Function")["Rebalancer"]["Properties"]
+        # the only writer moving money between owners and slots (entrypoints/rebalancer.py)
+        assert props["ReservedConcurrentExecutions"] == 1
+        assert props["MemorySize"] == 512 and props["Timeout"] == 70 and props["Architectures"] == ["arm64"]
+        assert props["FunctionName"] == f"cascade-{stage}-rebalancer"
+        assert RUN_FOR < props["Timeout"]              # a run ends by itself, not as a timeout
+        # an event throttled behind the running instance is dropped, not replayed for hours
+        assert props["EventInvokeConfig"] == {"MaximumEventAgeInSeconds": 60, "MaximumRetryAttempts": 0}
+        schedules = [e["Properties"]["Schedule"] for e in props["Events"].values() if e["Type"] == "Schedule"]
+        assert schedules == ["rate(1 minute)"]
+        assert not {"CASCADE_TOKEN_KEY_SECRET", "CASCADE_MAIL_FROM"} & set(props["Environment"]["Variables"])
+    template, _ = synthesized["prod"]
+    others = resources(template, "AWS::Serverless::Function")
+    assert [name for name, f in others.items() if "ReservedConcurrentExecutions" in f["Properties"]] == ["Rebalancer"]
+    statements = _policy_of(template, "Rebalancer")
+    rebalancer = _dynamodb_tables(statements)
+    # core only, Query on `wants` by name (no /index/* wildcard) and on the table (the escrow registry)
+    assert set(rebalancer) == {"CoreTable", "CoreTable/index/wants"}
+    assert rebalancer["CoreTable/index/wants"] == {"dynamodb:Query"}
+    assert rebalancer["CoreTable"] == set(REBALANCER_ACCESS["core"].actions) == {
+        "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
+        "dynamodb:BatchWriteItem", "dynamodb:DescribeTable"}
+    granted = {a for s in statements for a in _listed(s["Action"])}
+    assert not {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:*"} & granted
+    assert '"/index/wants"' in json.dumps(statements) and "/index/*" not in json.dumps(statements)
+    for role in ("Switch", "Sweeper"):         # of the others, only the portal (every index) may query it
+        assert "/index/wants" not in json.dumps(_policy_of(template, role)), role
 
 
 def test_only_the_portal_function_reads_the_token_key_and_sends_mail(synthesized):
@@ -204,7 +252,7 @@ def test_only_the_portal_function_reads_the_token_key_and_sends_mail(synthesized
     policies = _policies_by_role(template)
     reads = [s for s in policies["Api"] if json.dumps(s["Resource"]) == json.dumps({"Ref": token_key})]
     assert [s["Action"] for s in reads] == ["secretsmanager:GetSecretValue"]
-    for role in ("Switch", "Sweeper"):
+    for role in ("Switch", "Sweeper", "Rebalancer"):
         assert token_key not in json.dumps(policies[role]), role
         assert not [s for s in policies[role] if any(a.startswith("ses:") for a in _listed(s["Action"]))], role
     mail = [s for s in policies["Api"] if any(a.startswith("ses:") for a in _listed(s["Action"]))]
@@ -243,7 +291,7 @@ def test_portal_settings_reach_the_rest_api_function_only(synthesized, stage):
     # Never on AWS: a key in plain text, the test-only scrypt cost, or moto's sender verification.
     assert not {"CASCADE_TOKEN_KEY", "CASCADE_MAIL_VERIFY_SENDER", "CASCADE_SCRYPT_N"} & set(env["APIHandler"])
     assert ("CASCADE_PORTAL_URL" in env["APIHandler"]) is bool(STAGES[stage].portal_link_base)
-    for name in ("Switch", "Sweeper"):
+    for name in ("Switch", "Sweeper", "Rebalancer"):
         assert not portal_only & set(env[name]), name
     for name, variables in env.items():        # EMF metrics share the log metric filters' namespace
         assert variables["CASCADE_METRICS_NAMESPACE"] == f"Cascade/{stage}", name
@@ -282,9 +330,14 @@ def test_the_sweeper_runs_every_minute(synthesized):
 def test_operator_alarms_notify_the_topic_and_a_dashboard_exists(synthesized):
     template, _ = synthesized["prod"]
     alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
-    for name in ("SwitchErrors", "SwitchThrottles", "SwitchP99", "SweeperErrors", "CoreTransactionConflicts",
-                 "CoreReadThrottles", "CoreWriteThrottles", "CoreTransactWriteItemsSystemErrors"):
+    for name in ("SwitchErrors", "SwitchThrottles", "SwitchP99", "SweeperErrors", "RebalancerErrors",
+                 "RebalanceFailures", "CoreTransactionConflicts", "CoreReadThrottles", "CoreWriteThrottles",
+                 "CoreTransactWriteItemsSystemErrors"):
         assert f"cascade-prod-{name}" in alarms, name
+    rebalancer = alarms["cascade-prod-RebalancerErrors"]
+    assert (rebalancer["Namespace"], rebalancer["MetricName"], rebalancer["Threshold"]) == ("AWS/Lambda", "Errors", 1)
+    assert rebalancer["Dimensions"] == [{"Name": "FunctionName", "Value": "cascade-prod-rebalancer"}]
+    assert "escrow" in rebalancer["AlarmDescription"]
     assert alarms["cascade-prod-SwitchP99"]["ExtendedStatistic"] == "p99"
     assert alarms["cascade-prod-SwitchP99"]["Threshold"] == STAGES["prod"].authorize_p99_ms
     assert all(a["AlarmActions"] for a in alarms.values())
@@ -298,12 +351,36 @@ def test_operator_alarms_notify_the_topic_and_a_dashboard_exists(synthesized):
     template.resource_count_is("AWS::SNS::Topic", 1)
 
 
+def test_failed_rebalance_ticks_are_counted_from_its_log_and_alarmed_when_they_persist(synthesized):
+    """A failed tick is logged and swallowed (entrypoints/rebalancer.run), so Errors never sees it."""
+    from infra.stack import REBALANCE_FAILED
+    source = (pathlib.Path(__file__).resolve().parents[2] / "chalicelib/entrypoints/rebalancer.py").read_text()
+    assert f'log.exception("{REBALANCE_FAILED}")' in source
+    template, _ = synthesized["prod"]
+    groups = {logical: p["Properties"]["LogGroupName"] for logical, p in resources(template, "AWS::Logs::LogGroup").items()}
+    rows = [f["Properties"] for f in resources(template, "AWS::Logs::MetricFilter").values()
+            if f["Properties"]["MetricTransformations"][0]["MetricName"] == "RebalanceFailures"]
+    assert len(rows) == 1 and groups[rows[0]["LogGroupName"]["Ref"]] == "/aws/lambda/cascade-prod-rebalancer"
+    assert rows[0]["FilterPattern"] == f'"{REBALANCE_FAILED}"'
+    assert rows[0]["MetricTransformations"][0]["MetricNamespace"] == "Cascade/prod"
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
+    alarm = alarms["cascade-prod-RebalanceFailures"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"], alarm["Period"]) == \
+        ("Cascade/prod", "RebalanceFailures", 1, 60)
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 5       # every minute for 5 minutes
+    assert alarm["AlarmActions"] and alarm["TreatMissingData"] == "notBreaching"
+    body = json.dumps(next(iter(resources(template, "AWS::CloudWatch::Dashboard").values()))["Properties"]["DashboardBody"])
+    assert "RebalanceFailures" in body and "RebalancerErrors" in body          # the dashboard's alarm status
+
+
 def test_switch_path_events_are_counted_from_both_switch_functions_logs_and_alarmed(synthesized):
     template, _ = synthesized["prod"]
     groups = {logical: p["Properties"]["LogGroupName"] for logical, p in resources(template, "AWS::Logs::LogGroup").items()}
     filters = [f["Properties"] for f in resources(template, "AWS::Logs::MetricFilter").values()]
     by_metric = {}
     for f in filters:
+        if groups[f["LogGroupName"]["Ref"]] == "/aws/lambda/cascade-prod-rebalancer":
+            continue             # its failed ticks (test_failed_rebalance_ticks_are_counted_...)
         transformation = f["MetricTransformations"][0]
         assert transformation["MetricNamespace"] == "Cascade/prod"
         by_metric.setdefault(transformation["MetricName"], []).append(
@@ -363,17 +440,23 @@ def test_a_stage_with_a_custom_domain_maps_the_rest_api_to_it_and_mails_from_it(
 
 
 def test_an_upgrade_can_defer_an_index_and_the_settings_override_the_defaults(tmp_path):
-    """CloudFormation adds one index per table per update: an existing core table gains subtree and
-    listing in two deploys, the first with defer_indexes=core.listing."""
+    """CloudFormation adds one index per table per update: a core table from before the portal gains
+    subtree, listing, wants, client_calls and tree_calls in five deploys, the first deferring the last
+    four. A function that names a deferred index (the rebalancer, wants) is granted it by the deploy
+    adding it."""
     import dataclasses
     step = dataclasses.replace(STAGES["dev"], name="step", mail_from="billing@mail.example.org",
                                portal_url="https://portal.example.org/")
-    template, path = synth(step, tmp_path, defer_indexes="core.listing")
+    template, path = synth(step, tmp_path, defer_indexes="core.listing,core.wants,core.client_calls,core.tree_calls")
     core = table(template, "cascade-step-core")
     assert {i["IndexName"] for i in core["GlobalSecondaryIndexes"]} == {"held", "subtree"}
-    assert not {"list_pk", "list_sk"} & {a["AttributeName"] for a in core["AttributeDefinitions"]}
+    assert not {"list_pk", "list_sk", "want", "cdr_client", "cdr_tree", "cdr_at"} & {
+        a["AttributeName"] for a in core["AttributeDefinitions"]}
     api = _dynamodb_tables(_policy_of(template, "Api"))
     assert "CoreTable/index/listing" not in api and api["CoreTable/index/subtree"] == {"dynamodb:Query"}
+    assert "CoreTable/index/wants" not in api
+    rebalancer = _dynamodb_tables(_policy_of(template, "Rebalancer"))
+    assert set(rebalancer) == {"CoreTable"} and "dynamodb:BatchGetItem" in rebalancer["CoreTable"]
     env = resources(template, "AWS::Serverless::Function")["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert env["CASCADE_MAIL_FROM"] == "billing@mail.example.org"
     assert env["CASCADE_PORTAL_URL"] == "https://portal.example.org/"
