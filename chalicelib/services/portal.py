@@ -297,7 +297,8 @@ class Portal:
         account = self.walled(principal, account_id)
         calls = kind in (None, ledger.CALL)
         entries = kind != ledger.CALL
-        rows, next_cursor = self.store.history(account.id, limit, cursor, since, until, calls=calls, entries=entries)
+        rows, next_cursor = self.store.history(account.id, limit, cursor, since, until, calls=calls, entries=entries,
+                                               path=account.path, role=account.role)
         if kind not in (None, ledger.CALL):
             rows = [r for r in rows if getattr(r, "entry_kind", None) == kind]
         return account, rows, next_cursor

@@ -136,3 +136,44 @@ class Lookup:
     key: KeyCheck
     route: Optional[Route]
     identity: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CallView:
+    """One level's view of a finished call (its CDR): what it paid (``buy``), what its child paid it
+    (``sell``), its commission and profit. Built from the call record, the call's only CDR."""
+    account_id: str
+    call_id: str
+    client_id: str
+    role: str
+    destination: str
+    prefix: str
+    destination_name: str
+    disposition: str
+    billsec: int
+    billed_seconds: int
+    buy: object
+    sell: Optional[object]
+    commission: object
+    profit: Optional[object]
+    over_max: bool
+    started_at: int
+    late: Optional[bool]
+    cdr_id: str                 # <ISO time billed>#<h(call_id)>: the listings' order
+
+
+def level_view(call: CallRecord, account_id: str, cdr_id: str) -> Optional[CallView]:
+    """``account_id``'s view of a billed call, or None when it is not on the call's chain."""
+    if not call.result:
+        return None
+    charges = charges_from_result(call.result["levels"])
+    for level, charge in zip(call.levels, charges):
+        if level.account_id == account_id:
+            return CallView(
+                account_id=account_id, call_id=call.call_id, client_id=call.client_id, role=level.role,
+                destination=call.number, prefix=level.rate.prefix, destination_name=level.rate.name,
+                disposition=call.result["disposition"], billsec=int(call.result["billsec"]),
+                billed_seconds=charge.billed_seconds, buy=charge.cost, sell=charge.sell,
+                commission=charge.commission, profit=charge.profit, over_max=bool(call.result["over_max"]),
+                started_at=call.authorized_at, late=True if call.result.get("late") else None, cdr_id=cdr_id)
+    return None

@@ -77,13 +77,16 @@ class LocalStack:
         import json
         from decimal import Decimal
         from chalicelib.domain.ledger import call_postings, wallet
+        from boto3.dynamodb.types import TypeSerializer
+        from chalicelib.adapters.dynamo.models import CallItem
+        from chalicelib.adapters.dynamo.reads import to_call
         from chalicelib.domain.settlement import charges_from_result
-        book, total = wallet(account_id), Decimal(0)
+        book, total, serializer = wallet(account_id), Decimal(0), TypeSerializer()
         for item in self.scan("journal"):
             total += Decimal(json.loads(item["postings"]).get(book, "0"))
         for item in self.scan("core"):
             if item.get("kind") == "call" and item.get("status") == "done":
-                result = json.loads(item["result"], parse_float=Decimal)
-                total += sum((p.amount for p in call_postings(charges_from_result(result["levels"]))
+                call = to_call(CallItem.from_raw_data({k: serializer.serialize(v) for k, v in item.items()}))
+                total += sum((p.amount for p in call_postings(charges_from_result(call.result["levels"]))
                               if p.book == book), Decimal(0))
         return total

@@ -106,8 +106,18 @@ def call_entries(account_id: str) -> List[Line]:
 
 
 def cdrs(account_id: str) -> List:
-    from chalicelib.adapters.dynamo.models import CdrItem
-    return list(CdrItem.query(account_id))
+    """The account's CDRs: its view of every billed call on its chain (the call record is the only
+    CDR; services.records.level_view), oldest first."""
+    from chalicelib.adapters.dynamo.models import CallItem, CoreItem
+    from chalicelib.adapters.dynamo.reads import to_call
+    from chalicelib.services.records import level_view
+    views = []
+    for item in CoreItem.scan(CoreItem.kind == CallItem):
+        if isinstance(item, CallItem) and item.status == "done":
+            view = level_view(to_call(item), account_id, item.cdr_at)
+            if view is not None:
+                views.append(view)
+    return sorted(views, key=lambda v: v.cdr_id)
 
 
 def money_snapshot(account_ids: Iterable[str]) -> dict:

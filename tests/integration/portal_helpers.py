@@ -133,12 +133,12 @@ def _moto_items(model) -> Optional[List[dict]]:
 
 
 def table_snapshot(include_logins: bool = False) -> List[Tuple[str, str]]:
-    """Every item of the core, journal and cdrs tables, serialized and sorted, except (unless
+    """Every item of the core and journal tables, serialized and sorted, except (unless
     ``include_logins``) what signing in writes: logins, sessions, refresh tokens and families, IP failure
     counters."""
-    from chalicelib.adapters.dynamo.models import CdrItem, CoreItem, JournalItem
+    from chalicelib.adapters.dynamo.models import CoreItem, JournalItem
     out = []
-    for logical, model in (("core", CoreItem), ("journal", JournalItem), ("cdrs", CdrItem)):
+    for logical, model in (("core", CoreItem), ("journal", JournalItem)):
         items = _moto_items(model)
         for item in (items if items is not None else _scan(model)):
             pk = item.get("pk", {}).get("S", "")

@@ -74,9 +74,9 @@ requests = st.tuples(
 
 
 def tables_snapshot():
-    from chalicelib.adapters.dynamo.models import CdrItem, CoreItem, JournalItem
+    from chalicelib.adapters.dynamo.models import ALL_MODELS
     return {model.Meta.table_name: sorted(json.dumps(i.serialize(), sort_keys=True) for i in model.scan(consistent_read=True))
-            for model in (CoreItem, JournalItem, CdrItem)}
+            for model in ALL_MODELS}
 
 
 def send(client, via, endpoint, call_id, body, key):

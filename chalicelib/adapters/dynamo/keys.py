@@ -4,7 +4,7 @@ import zlib
 from datetime import datetime, timezone
 from typing import Tuple
 
-from .models import HELD_SHARDS, WANT_SHARDS
+from .models import CDR_SHARDS, HELD_SHARDS, WANT_SHARDS
 
 ROOT = "#"
 DAY_TTL, MONTH_TTL, CPS_TTL = 40 * 86400, 400 * 86400, 120
@@ -85,3 +85,16 @@ ESCROW_OWNERS = "ESCOWNERS"
 
 def escrow_owner_key(owner_id: str) -> Tuple[str, str]:
     return ESCROW_OWNERS, owner_id
+
+
+def cdr_at(call_id: str, billed_at: float) -> str:
+    """A finished call's place in the CDR listings: when it was billed, then its id's hash."""
+    return f"{iso_ms(billed_at)}#{text_key(call_id)}"
+
+
+def cdr_tree(root_id: str, call_id: str) -> str:
+    return f"{root_id}#{zlib.crc32(call_id.encode('utf-8')) % CDR_SHARDS}"
+
+
+def cdr_trees(root_id: str):
+    return [f"{root_id}#{shard}" for shard in range(CDR_SHARDS)]

@@ -13,9 +13,9 @@ caller identities, switch keys, tariffs and their rate groups, calls and usage c
     CPS#<acct>       <epoch s>     counter     calls started in that second (TTL)
     SPEND#<acct>     D#<day>|M#<m> counter     money used that UTC day / month by calls authorized then (TTL)
 
-``journal`` holds one item per money movement other than a call (a call's journal entry is its call
-record); ``cdrs`` one row per level per call. Both are partitioned by account id and written only inside
-the money transactions.
+``journal`` holds one item per money movement other than a call, partitioned by account id. A call's
+journal entry and its only CDR are its call record (the ``client_calls`` and ``tree_calls`` indexes list
+them; ``services.records.level_view`` gives each level its view).
 ``h(text)`` is ``store.text_key``: 32 hex digits of SHA-256, for any key part a switch or caller chose.
 """
 import json
@@ -29,6 +29,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProject
 from pynamodb.models import Model
 
 HELD_SHARDS = 8
+CDR_SHARDS = 16      # a tree's calls spread over this many index partitions (5,000 calls/s: ~310 each)
 WANT_SHARDS = 8
 ESCROW_SLOTS = 8     # domain.escrow.MAX_SLOTS
 
@@ -97,6 +98,26 @@ class ListingIndex(GlobalSecondaryIndex):
         projection = IncludeProjection(["kind"])
     list_pk = UnicodeAttribute(hash_key=True)
     list_sk = UnicodeAttribute(range_key=True)
+
+
+class ClientCallsIndex(GlobalSecondaryIndex):
+    """Sparse (finished calls): a client's calls by time, ``cdr_client = <client>``. With the call record
+    being the call's only CDR, this and ``tree_calls`` are the CDR listings; one index write each."""
+    class Meta:
+        index_name = "client_calls"
+        projection = IncludeProjection(["kind"])
+    cdr_client = UnicodeAttribute(hash_key=True)
+    cdr_at = UnicodeAttribute(range_key=True)
+
+
+class TreeCallsIndex(GlobalSecondaryIndex):
+    """Sparse (finished calls): a tree's calls by time over CDR_SHARDS partitions (``<root>#<shard>``),
+    with the client's path, so a reseller lists its subtree's calls (``begins_with(cdr_path, ...)``)."""
+    class Meta:
+        index_name = "tree_calls"
+        projection = IncludeProjection(["kind", "cdr_path"])
+    cdr_tree = UnicodeAttribute(hash_key=True)
+    cdr_at = UnicodeAttribute(range_key=True)
 
 
 class WantsIndex(GlobalSecondaryIndex):
@@ -221,6 +242,13 @@ class CallItem(CoreItem, discriminator="call"):
     held_shard = UnicodeAttribute(null=True)
     expires_at = NumberAttribute(null=True)
     held_index = HeldIndex()
+    # Set when billed: the call record is the call's CDR, at every level (reads.cdr_view).
+    cdr_client = UnicodeAttribute(null=True)
+    cdr_tree = UnicodeAttribute(null=True)
+    cdr_at = UnicodeAttribute(null=True)            # <ISO time billed>#<h(call_id)>
+    cdr_path = UnicodeAttribute(null=True)          # root/.../client
+    client_calls = ClientCallsIndex()
+    tree_calls = TreeCallsIndex()
 
 
 class EscrowItem(CoreItem, discriminator="escrow"):
@@ -289,37 +317,12 @@ class JournalItem(Model):
     peer_history = PeerHistoryIndex()
 
 
-class CdrItem(Model):
-    """One row per level per call: each level sees the call at its own buy and sell price."""
-    class Meta(_Meta):
-        logical_name = "cdrs"
-        table_name = table_name(logical_name)
-    account_id = UnicodeAttribute(hash_key=True)
-    cdr_id = UnicodeAttribute(range_key=True)        # <ISO time>#<h(call_id)>
-    call_id = UnicodeAttribute()
-    client_id = UnicodeAttribute()
-    role = UnicodeAttribute()
-    destination = UnicodeAttribute()
-    prefix = UnicodeAttribute()
-    destination_name = UnicodeAttribute(default="")
-    disposition = UnicodeAttribute()
-    billsec = NumberAttribute()
-    billed_seconds = NumberAttribute()
-    buy = DecimalAttribute()
-    sell = DecimalAttribute(null=True)
-    commission = DecimalAttribute(default=Decimal)
-    profit = DecimalAttribute(null=True)
-    over_max = BooleanAttribute(default=False)
-    started_at = NumberAttribute()
-    late = BooleanAttribute(null=True)              # billed after its hold was swept (true, or absent)
-
-
-ALL_MODELS = (CoreItem, JournalItem, CdrItem)
+ALL_MODELS = (CoreItem, JournalItem)
 TTL_ATTRIBUTES = {CoreItem: "ttl"}     # counters expire on their own
 
 
 def logical_name(model) -> str:
-    """'core', 'journal', 'cdrs': the table's name without the stage prefix."""
+    """'core', 'journal': the table's name without the stage prefix."""
     return model.Meta.logical_name
 
 

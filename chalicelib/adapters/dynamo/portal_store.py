@@ -7,7 +7,9 @@ Access patterns (docs/architecture.md, "Tables"):
     a subtree (search)         Query subtree: tree = <root> AND begins_with(path, <path>/), filters on top
     a client's SIP users       Query listing: list_pk = SIPUSERS#<client>, by name
     an account's history       Query journal.history (account_id, at_id) + journal.peer_history (peer_id,
-                               at_id) + cdrs (account_id, cdr_id), merged newest first
+                               at_id) + its calls: core.client_calls (a client) or the tree's shards of
+                               core.tree_calls filtered by path (an account with a subtree), merged
+                               newest first
     a journal entry            GetItem journal (account_id, entry_id)
 """
 import base64
@@ -21,11 +23,11 @@ from chalicelib.domain.ledger import BalanceChange
 from pynamodb.exceptions import DeleteError, PutError, QueryError, UpdateError
 
 from chalicelib.services.ports import AlreadyExists, BadCursor, Refused, StoreBusy
-from chalicelib.services.records import Route
+from chalicelib.services.records import Route, level_view
 
-from .keys import account_key, children_list, idempotency_key, identity_key
-from .models import AccountItem, CdrItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem
-from .reads import to_account
+from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key
+from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem
+from .reads import to_account, to_call
 from .writes import Tx, account_item, change_update, search_text
 
 SIP_USERS_LIST = "SIPUSERS#"
@@ -223,19 +225,29 @@ class PortalStore:
         return self.journal_entry(marker.entry_account, marker.entry_id)
 
     def history(self, account_id: str, limit: int, cursor: Optional[str], since: Optional[str] = None,
-                until: Optional[str] = None, calls: bool = True, entries: bool = True) -> Tuple[list, Optional[str]]:
+                until: Optional[str] = None, calls: bool = True, entries: bool = True,
+                path: Optional[str] = None, role: Optional[str] = None) -> Tuple[list, Optional[str]]:
         """The account's movements newest first: its journal entries (filed under it or naming it as
-        peer) and its calls (its CDRs). Three Queries merged; the cursor keeps each one's position."""
+        peer) and its calls, as its level sees them (``records.CallView``). A client's calls are one
+        Query of ``client_calls``; an account with a subtree reads its tree's CDR_SHARDS partitions of
+        ``tree_calls`` filtered by path. All the Queries are merged; the cursor keeps each one's position."""
+        if calls and (path is None or role is None):
+            account = self.account(account_id)
+            path, role = (account.path, account.role) if account else (account_id, "client")
         low, high = since or "0", (until or "9999") + "~"
         state = decode_cursor(cursor) or {}
         shapes = {"own": {"account_id", "entry_id", "at_id"}, "peer": {"account_id", "entry_id", "at_id", "peer_id"},
-                  "calls": {"account_id", "cdr_id"}}
+                  "calls": {"pk", "sk", "cdr_client", "cdr_at"}}
+        trees = cdr_trees(path.split("/")[0]) if calls and role != "client" else []
+        shapes.update({f"calls{i}": {"pk", "sk", "cdr_tree", "cdr_at"} for i in range(len(trees))})
         for name, value in state.items():
             if name not in shapes:
                 raise BadCursor("cursor")
             if value != "done":
-                _expect(value, shapes[name], **({"peer_id": account_id} if name == "peer" else
-                                                {"account_id": account_id}))
+                fixed = {"peer_id": account_id} if name == "peer" else {"cdr_client": account_id} \
+                    if name == "calls" else {"cdr_tree": trees[int(name[5:])]} if name.startswith("calls") \
+                    else {"account_id": account_id}
+                _expect(value, shapes[name], **fixed)
         sources = {}
         if entries:
             sources["own"] = lambda start: JournalItem.history.query(
@@ -244,10 +256,14 @@ class PortalStore:
             sources["peer"] = lambda start: JournalItem.peer_history.query(
                 account_id, JournalItem.at_id.between(low, high), scan_index_forward=False, limit=limit,
                 last_evaluated_key=start)
-        if calls:
-            sources["calls"] = lambda start: CdrItem.query(
-                account_id, CdrItem.cdr_id.between(low, high), scan_index_forward=False, limit=limit,
+        if calls and role == "client":
+            sources["calls"] = lambda start: CallItem.client_calls.query(
+                account_id, CallItem.cdr_at.between(low, high), scan_index_forward=False, limit=limit,
                 last_evaluated_key=start)
+        for i, tree in enumerate(trees):
+            sources[f"calls{i}"] = lambda start, tree=tree: CallItem.tree_calls.query(
+                tree, CallItem.cdr_at.between(low, high), filter_condition=CallItem.cdr_path.startswith(path + "/"),
+                scan_index_forward=False, limit=limit, last_evaluated_key=start)
         rows = []
         for name, query in sources.items():
             if state.get(name) == "done":
@@ -255,7 +271,7 @@ class PortalStore:
             def fetch():
                 out = []
                 for item in query(state.get(name)):
-                    out.append(((item.at_id if isinstance(item, JournalItem) else item.cdr_id), name, item))
+                    out.append(((item.at_id if isinstance(item, JournalItem) else item.cdr_at), name, item))
                     if len(out) >= limit:
                         break
                 return out
@@ -278,9 +294,27 @@ class PortalStore:
                 next_state[name] = "done"
             if len(fetched) >= limit:
                 more = True
+        out = self._views([item for _, _, item in page], account_id)
         if all(next_state.get(n) == "done" for n in sources) or not more:
-            return [item for _, _, item in page], None
-        return [item for _, _, item in page], encode_cursor(next_state)
+            return out, None
+        return out, encode_cursor(next_state)
+
+    @staticmethod
+    def _views(items: list, account_id: str) -> list:
+        """Journal items as they are; a call's index entry becomes the account's view of the call
+        record (read back whole: the indexes project keys only)."""
+        keys = [(i.pk, i.sk) for i in items if isinstance(i, CallItem)]
+        full = {(c.pk, c.sk): c for c in CallItem.batch_get(keys)} if keys else {}
+        out = []
+        for item in items:
+            if isinstance(item, CallItem):
+                record = full.get((item.pk, item.sk))
+                view = level_view(to_call(record), account_id, record.cdr_at) if record is not None else None
+                if view is not None:
+                    out.append(view)
+            else:
+                out.append(item)
+        return out
 
 
 def _key_of(item) -> dict:
@@ -290,4 +324,9 @@ def _key_of(item) -> dict:
         if item.peer_id:
             key["peer_id"] = {"S": item.peer_id}
         return key
-    return {"account_id": {"S": item.account_id}, "cdr_id": {"S": item.cdr_id}}
+    key = {"pk": {"S": item.pk}, "sk": {"S": item.sk}, "cdr_at": {"S": item.cdr_at}}
+    if item.cdr_tree:
+        key["cdr_tree"] = {"S": item.cdr_tree}
+    else:
+        key["cdr_client"] = {"S": item.cdr_client}
+    return key

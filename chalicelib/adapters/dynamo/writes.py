@@ -26,8 +26,8 @@ from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
 from . import cache
 from .call_codec import encode_levels, encode_result
 from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
-                   identity_key, idempotency_key, iso_ms, spend_keys, text_key, want_key)
-from .models import (AccountItem, CallItem, CdrItem, CoreItem, CounterItem, IdempotencyItem, IdentityItem,
+                   identity_key, idempotency_key, iso_ms, spend_keys, want_key, cdr_at, cdr_tree)
+from .models import (AccountItem, CallItem, CoreItem, CounterItem, IdempotencyItem, IdentityItem,
                      JournalItem)
 
 log = logging.getLogger("cascade.store")
@@ -252,10 +252,10 @@ class DynamoWrites:
 
     def settle(self, call: CallRecord, charges: List[LevelCharge], billsec: int, disposition: str,
                result: dict, now: int) -> None:
-        """The call record becomes the call's journal entry (its result holds the charges the postings
-        follow from: domain.ledger.call_entry), so no ledger item is written; each level's CDR is its
-        view of the call."""
-        stamp, was_held = iso_ms(now), call.status == HELD
+        """The call record becomes the call's journal entry (its charges are what the postings follow
+        from: domain.ledger.call_entry) and its only CDR: no ledger item and no CDR item is written. Its
+        ``cdr_*`` keys put it in the two CDR listings (client, tree)."""
+        was_held = call.status == HELD
         tx = Tx()
         for change in ledger.debits(call.levels, charges, was_held):
             tx.change(change)
@@ -267,12 +267,14 @@ class DynamoWrites:
                     if charge.net or reserved:
                         tx.update((what, level.account_id), CounterItem(*key),
                                   [CounterItem.used.add(charge.net - reserved), CounterItem.spent.add(charge.net)])
-            tx.put(("cdr", level.account_id), self._cdr(call, level, charge, billsec, disposition, stamp),
-                   condition=CdrItem.account_id.does_not_exist())
+        path = "/".join(l.account_id for l in reversed(call.levels))
         tx.update(("call", None), CallItem(*call_key(call.call_id)),
                   [CallItem.status.set(DONE),
                    CallItem.result.set(encode_result(billsec, disposition, call.status == EXPIRED, charges)),
-                   CallItem.held_shard.remove(), CallItem.expires_at.remove()],
+                   CallItem.held_shard.remove(), CallItem.expires_at.remove(),
+                   CallItem.cdr_client.set(call.client_id), CallItem.cdr_at.set(cdr_at(call.call_id, now)),
+                   CallItem.cdr_tree.set(cdr_tree(call.levels[-1].account_id, call.call_id)),
+                   CallItem.cdr_path.set(path)],
                   condition=CallItem.status == call.status)   # held or expired, as read
         try:
             tx.commit(self._conn, f"settle {call.call_id}")
@@ -280,18 +282,6 @@ class DynamoWrites:
             if condition_failed(exc):
                 raise AlreadySettled(call.call_id) from exc
             raise StoreBusy(str(exc)) from exc
-
-    @staticmethod
-    def _cdr(call: CallRecord, level: Level, charge: LevelCharge, billsec: int, disposition: str,
-             stamp: str) -> CdrItem:
-        return CdrItem(
-            level.account_id, f"{stamp}#{text_key(call.call_id)}", call_id=call.call_id, client_id=call.client_id,
-            role=level.role, destination=call.number, prefix=level.rate.prefix,
-            destination_name=level.rate.name, disposition=disposition, billsec=billsec,
-            billed_seconds=charge.billed_seconds, buy=charge.cost, sell=charge.sell,
-            commission=charge.commission, profit=charge.profit, over_max=billsec > call.max_duration,
-            started_at=call.authorized_at, late=True if call.status == EXPIRED else None,
-        )
 
     def release(self, call: CallRecord, now: int) -> bool:
         tx = Tx()
