@@ -36,6 +36,7 @@ from .money import QUANTUM, ZERO
 MAX_SLOTS = 8            # ancestors (distance 1..8 above the client) that can escrow on a client's item
 REFILL_HOLDS = 4         # a refill tops a slot up to this many of the holds that asked for it
 IDLE_AFTER = 300         # seconds without a refill after which a slot's escrow is recalled
+RESERVE = 1              # an owner refills only while it keeps at least RESERVE x what it gives
 
 
 @dataclass(frozen=True)
@@ -156,30 +157,28 @@ def owner_change(moves: Sequence[SlotMove]) -> OwnerChange:
 
 def plan_owner(owner: Account, wanted: Sequence[Tuple[str, Slot]], others: Sequence[Tuple[str, Slot]],
                recall_all: bool = False) -> Tuple[List[SlotMove], bool]:
-    """Refill the slots that asked (``wanted``: client id, its slot for this owner), sweep their spent
-    money, and, when the owner is not active or cannot meet the requests, recall the available money of
-    its other slots (``others``) so its last funds are spent through its own item, exactly.
+    """Refill the slots that asked (``wanted``: client id, its slot for this owner) and sweep their
+    spent money, but only from plenty: the owner must keep at least as much as it gives (RESERVE). An
+    owner that cannot, or is not active, is *dry*: it refills nothing and recalls the available money
+    of its other slots (``others``), so its last funds are spent through its own item, where every hold
+    is an exact conditional write (the 95% of the issue: nothing is stranded in idle slots).
 
-    Returns the moves and whether the owner ran dry (some request could not be met in full)."""
+    Returns the moves and whether the owner was dry."""
     moves: List[SlotMove] = []
-    stop = recall_all or owner.status != ACTIVE
-    budget = max(ZERO, owner.available) if not stop else ZERO
-    asks = []
-    for client_id, slot in wanted:
-        target = REFILL_HOLDS * slot.need
-        asks.append((client_id, slot, max(ZERO, target - slot.available)))   # a late bill may leave it < 0
+    asks = [(client_id, slot, max(ZERO, REFILL_HOLDS * slot.need - slot.available))   # a late bill may leave it < 0
+            for client_id, slot in wanted]
     total = sum((a for _, _, a in asks), ZERO)
-    dry = stop or total > budget
+    stop = recall_all or owner.status != ACTIVE
+    dry = stop or total * (1 + RESERVE) > max(ZERO, owner.available)
     for client_id, slot, ask in asks:
-        # Shared in proportion when the owner cannot meet every request: never more than it has.
-        give = ask if total <= budget else (budget * ask / total).quantize(QUANTUM, rounding=ROUND_DOWN)
-        if stop:
-            if slot.owner is not None:
-                moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent,
-                                      recall=max(ZERO, slot.available)))
-        else:
-            moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent, refill=give,
-                                  claim=bool(give)))
+        if stop and slot.owner is not None:
+            moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent,
+                                  recall=max(ZERO, slot.available)))
+        elif not dry:
+            moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent, refill=ask,
+                                  claim=bool(ask)))
+        elif slot.owner is not None and slot.spent:
+            moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent))
     if dry:
         for client_id, slot in others:
             if slot.owner == owner.id and (slot.available > ZERO or slot.spent):

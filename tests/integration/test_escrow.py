@@ -76,7 +76,8 @@ def test_a_slot_carries_the_upper_levels_so_a_call_writes_neither_reseller_above
 
 KEY = "csk_escrow_race"
 CLIENTS = 60
-K = 20
+K = 60                      # funds for one hold per client: every denial is money stranded somewhere
+WARM = 5                    # clients holding escrow before the burst (4 holds each: the owner keeps as much)
 HOLD = Decimal("10")        # r's hold: 600 s at 1.00/min
 
 
@@ -146,11 +147,11 @@ def test_given_funds_for_k_holds_when_clients_burst_while_the_rebalancer_refills
     load(race_seed())
     store, digest = DynamoStore(), key_hash(KEY)
     # Warm the slots: a first round of short calls (each a master-path hold asking for a refill)
-    for i in range(10):
+    for i in range(WARM):
         assert isinstance(authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"warm-{i}"), digest,
                                          clock()), Authorized)
         complete_call(store, f"warm-{i}", 0, "NO ANSWER", digest, clock(NOW + 1))
-    assert rebalance(store, NOW).refilled == 10
+    assert rebalance(store, NOW).refilled == WARM
 
     with Rebalancer(store) as rebalancer:
         answers = race(lambda i: authorize_call(
@@ -191,7 +192,7 @@ def test_given_funds_for_k_holds_when_clients_burst_while_the_rebalancer_refills
 def test_a_suspension_mid_burst_stops_grants_through_escrow_and_brings_the_escrow_back_in_one_pass(aws):
     from chalicelib.domain.access import Principal
     from chalicelib.services.portal import Portal
-    load(race_seed(holds=200))
+    load(race_seed(holds=CLIENTS * 4 * 2 + 100))     # plenty: every client gets escrow
     store, digest = DynamoStore(), key_hash(KEY)
     for i in range(CLIENTS):
         authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"warm-{i}"), digest, clock())

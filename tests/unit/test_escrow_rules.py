@@ -86,15 +86,15 @@ def test_refills_top_up_to_refill_holds_times_the_need_and_sweep_what_was_spent(
     assert (change.balance, change.held, change.available, change.min_available) == (D("-2"), D("21"), D("-23"), D("23"))
 
 
-def test_a_dry_owner_shares_what_it_has_and_recalls_its_other_slots():
-    asks = [(f"c{i}", Slot(2, None, need=D("10"), wanted_by="top")) for i in range(3)]   # 40 each
+def test_an_owner_refills_only_from_plenty_and_when_dry_recalls_its_other_slots_and_refills_nothing():
+    asks = [(f"c{i}", Slot(2, None, need=D("10"), wanted_by="top")) for i in range(3)]   # 40 each: 120
     others = [("x", Slot(2, "top", available=D("7"), spent=D("1"))), ("y", Slot(2, "other", available=D("9")))]
-    moves, dry = plan_owner(owner("60"), asks, others)
+    moves, dry = plan_owner(owner("240"), asks, others)
+    assert not dry and [m.refill for m in moves] == [D("40")] * 3                 # keeps 120 of 240
+    moves, dry = plan_owner(owner("239"), asks, others)
     assert dry
-    assert [m.refill for m in moves[:3]] == [D("20")] * 3                         # 60 shared
-    assert moves[3] == SlotMove("x", 2, "top", sweep=D("1"), recall=D("7"))
-    assert len(moves) == 4                                                       # never another owner's slot
-    assert owner_change(moves).available == D("-60") + D("7")
+    assert moves == [SlotMove("x", 2, "top", sweep=D("1"), recall=D("7"))]      # never another owner's slot
+    assert owner_change(moves).available == D("7")
 
 
 def test_a_suspended_owner_refills_nothing_and_recalls_everything():
