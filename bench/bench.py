@@ -28,7 +28,7 @@ CALLS = []
 botocore.handlers.BUILTIN_HANDLERS.append(
     ("before-call.dynamodb", lambda model, **kw: CALLS.append(model.name)))
 
-from capacity import dollars_per_million_calls, install as install_capacity_meter  # noqa: E402
+from capacity import lambda_dollars_per_million_calls, dollars_per_million_calls, install as install_capacity_meter  # noqa: E402
 
 METER = install_capacity_meter()   # WRU/RRU per call; its own size lookups are invisible to CALLS
 
@@ -88,30 +88,10 @@ def counted(fn):
     return result, list(CALLS)
 
 
+WARM_CALLS = {}
+
+
 def measure_path(resellers: int, tariff_size: int):
-    from chalicelib.adapters.dynamo.models import create_tables, CoreItem, JournalItem, CdrItem
-    from chalicelib.adapters.dynamo.store import DynamoStore
-    from chalicelib.adapters.dynamo.writer import write_seed
-    from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, authorize_call
-    from chalicelib.services.complete_call import complete_call
-    from chalicelib.services.seed import parse_seed
-    from chalicelib.services.switch_keys import key_hash
-    for model in (CoreItem, JournalItem, CdrItem):
-        if model.exists():
-            model.delete_table()
-    create_tables()
-    write_seed(parse_seed(json.dumps(chain_seed(resellers, tariff_size))))
-    store, digest = DynamoStore(), key_hash(KEY)
-    authorize_call(store, AuthorizeRequest("5000", "15551230001", "warm"), digest)   # connection set-up
-    answer, auth_calls, auth_units = metered(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-1"), digest))
-    assert isinstance(answer, Authorized), answer
-    _, complete_calls, complete_units = metered(lambda: complete_call(store, "bench-1", 61, "ANSWERED", digest))
-    UNITS[(resellers, tariff_size)] = (auth_units, complete_units)
-    return store, digest, auth_calls, complete_calls
-
-
-def measure_demo():
-    """The demo chain (demo/seed.json: acme -> cumulus -> borealis -> atlas -> admin), as the issues quote it."""
     from chalicelib.adapters.dynamo.models import ALL_MODELS, create_tables
     from chalicelib.adapters.dynamo.store import DynamoStore
     from chalicelib.adapters.dynamo.writer import write_seed
@@ -123,15 +103,71 @@ def measure_demo():
         if model.exists():
             model.delete_table()
     create_tables()
+    write_seed(parse_seed(json.dumps(chain_seed(resellers, tariff_size))))
+    store, digest = DynamoStore(), key_hash(KEY)
+    from chalicelib.adapters.dynamo.cache import SWITCH_CACHE
+    authorize_call(store, AuthorizeRequest("5000", "15551230001", "warm"), digest)   # connection set-up
+    SWITCH_CACHE.clear()            # a cold Lambda: nothing cached
+    answer, auth_calls, auth_units = metered(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-1"), digest))
+    assert isinstance(answer, Authorized), answer
+    _, complete_calls, complete_units = metered(lambda: complete_call(store, "bench-1", 61, "ANSWERED", digest))
+    answer, warm_calls, _ = metered(lambda: authorize_call(store, AuthorizeRequest("5000", "155512300", "bench-2"), digest))
+    assert isinstance(answer, Authorized), answer
+    complete_call(store, "bench-2", 61, "ANSWERED", digest)
+    UNITS[(resellers, tariff_size)] = (auth_units, complete_units)
+    WARM_CALLS[(resellers, tariff_size)] = warm_calls
+    return store, digest, auth_calls, complete_calls
+
+
+STEADY_CALLS = 12
+
+
+def measure_demo():
+    """The demo chain (demo/seed.json: acme -> cumulus -> borealis -> atlas -> admin), as the issues quote it.
+
+    Two figures: a client's first call (no escrow yet: every level on its own item), and the steady state:
+    after the rebalancer has filled acme's slots, STEADY_CALLS calls of 61 s, with every rebalance they
+    cause metered too and spread over them (the rebalancer's fixed cost of polling, 8 empty Queries a
+    second whatever the traffic, is not per call: docs/deploy.md)."""
+    from chalicelib.adapters.dynamo.models import ALL_MODELS, AccountItem, create_tables
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.adapters.dynamo.writer import write_seed
+    from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, authorize_call
+    from chalicelib.services.complete_call import complete_call
+    from chalicelib.services.rebalance import rebalance
+    from chalicelib.services.seed import parse_seed
+    from chalicelib.services.switch_keys import key_hash
+    for model in ALL_MODELS:
+        if model.exists():
+            model.delete_table()
+    create_tables()
     seed = json.loads((ROOT / "demo" / "seed.json").read_text())
     write_seed(parse_seed(json.dumps(seed)))
     store, digest = DynamoStore(), key_hash(seed["switch_keys"][0]["key"])
-    authorize_call(store, AuthorizeRequest("1001", "12125550123", "warm"), digest)
+    authorize_call(store, AuthorizeRequest("1002", "12125550123", "warm"), digest)     # connection set-up
     complete_call(store, "warm", 5, "ANSWERED", digest)
-    answer, _, a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", "demo-1"), digest))
+    answer, _, first_a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", "demo-0"), digest))
     assert isinstance(answer, Authorized), answer
-    _, _, c = metered(lambda: complete_call(store, "demo-1", 61, "ANSWERED", digest))
-    return a, c
+    _, _, first_c = metered(lambda: complete_call(store, "demo-0", 61, "ANSWERED", digest))
+    _, _, first_r = metered(lambda: rebalance(store, int(time.time())))
+    first = (first_a, first_c, first_r)
+    steady = {"wru": 0.0, "rru": 0.0, "authorize_wru": 0.0, "complete_wru": 0.0, "rebalance_wru": 0.0,
+              "authorize_rru": 0.0, "complete_rru": 0.0, "rebalance_rru": 0.0, "index_wru": 0.0}
+    for i in range(STEADY_CALLS):
+        answer, _, a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", f"demo-{i + 1}"), digest))
+        assert isinstance(answer, Authorized), answer
+        _, _, c = metered(lambda: complete_call(store, f"demo-{i + 1}", 61, "ANSWERED", digest))
+        parts = [("authorize", a), ("complete", c)]
+        if AccountItem.get("ACC#acme", "#").want:
+            _, _, r = metered(lambda: rebalance(store, int(time.time())))
+            parts.append(("rebalance", r))
+        for name, u in parts:
+            steady[f"{name}_wru"] += u.wru / STEADY_CALLS
+            steady[f"{name}_rru"] += u.rru / STEADY_CALLS
+            steady["wru"] += u.wru / STEADY_CALLS
+            steady["rru"] += u.rru / STEADY_CALLS
+            steady["index_wru"] += u.index_wru / STEADY_CALLS
+    return first, steady
 
 
 def units_line(a, c) -> str:
@@ -161,7 +197,9 @@ def main():
             store, digest, auth, comp = measure_path(resellers, size)
             print(f"{name:12s} authorize {len(auth)} calls {auth}  complete {len(comp)} calls {comp}"
                   f"  ({time.perf_counter() - started:.1f}s incl. seeding)", flush=True)
-            report[name] = {"authorize": len(auth), "complete": len(comp)}
+            warm = WARM_CALLS[(resellers, size)]
+            print(f"{'':12s} warm authorize (route, key and tariffs cached) {len(warm)} calls {warm}", flush=True)
+            report[name] = {"authorize": len(auth), "complete": len(comp), "warm": len(warm)}
             a, c = UNITS[(resellers, size)]
             print(f"{'':12s} {units_line(a, c)}", flush=True)
             report[name].update(wru=a.wru + c.wru, rru=a.rru + c.rru)
@@ -179,8 +217,18 @@ def main():
                 complete_rate = n / (time.perf_counter() - started)
                 print(f"throughput over in-process moto: {auth_rate:.0f} authorizations/s, "
                       f"{complete_rate:.0f} completions/s ({n} calls each)", flush=True)
-        demo_a, demo_c = measure_demo()
-        print(f"demo chain   {units_line(demo_a, demo_c)}", flush=True)
+        (demo_a, demo_c, demo_r), steady = measure_demo()
+        print(f"demo chain, a client's first call (no escrow yet): {units_line(demo_a, demo_c)}; "
+              f"the rebalance it asks for {demo_r.wru:g} WRU {demo_r.rru:g} RRU", flush=True)
+        cold_lambda = lambda_dollars_per_million_calls()
+        steady_dollars = dollars_per_million_calls(steady["wru"], steady["rru"])
+        print(f"demo chain, steady state (escrow filled, {STEADY_CALLS} calls, rebalances included): "
+              f"authorize {steady['authorize_wru']:.1f} WRU {steady['authorize_rru']:.1f} RRU, complete "
+              f"{steady['complete_wru']:.1f} WRU {steady['complete_rru']:.1f} RRU, rebalancer "
+              f"{steady['rebalance_wru']:.2f} WRU {steady['rebalance_rru']:.2f} RRU = {steady['wru']:.2f} WRU "
+              f"{steady['rru']:.2f} RRU per call (index writes {steady['index_wru']:.1f}); "
+              f"${steady_dollars:.2f} in request units + ${cold_lambda:.2f} Lambda (estimated durations, "
+              f"bench/capacity.py) = ${steady_dollars + cold_lambda:.2f} per million calls", flush=True)
     # The switch module defers the DynamoDB adapter (PynamoDB, botocore) to the first request; a cold
     # start pays it there, so that figure is reported too.
     switch, with_store = "chalicelib.entrypoints.switch", "chalicelib.entrypoints.switch, chalicelib.adapters.dynamo.store"
@@ -194,13 +242,16 @@ def main():
         "authorize_round_trips_depth8_100k_prefixes": report["depth8_100k"]["authorize"],
         "complete_round_trips_depth8_100k_prefixes": report["depth8_100k"]["complete"],
         "authorize_round_trips_by_shape": {k: v["authorize"] for k, v in report.items()},
+        "warm_authorize_round_trips_by_shape": {k: v["warm"] for k, v in report.items()},
         "complete_round_trips_by_shape": {k: v["complete"] for k, v in report.items()},
         "authorize_import_ratio": round(authorize_ms / boto3_ms, 3),
         "authorize_import_with_store_ratio": round(with_store_ms / boto3_ms, 3),
         "authorize_import_ms": round(authorize_ms, 1), "boto3_import_ms": round(boto3_ms, 1),
-        "demo_chain_wru_per_call": demo_a.wru + demo_c.wru, "demo_chain_rru_per_call": demo_a.rru + demo_c.rru,
-        "demo_chain_request_dollars_per_million_calls": round(dollars_per_million_calls(
-            demo_a.wru + demo_c.wru, demo_a.rru + demo_c.rru), 2),
+        "demo_chain_first_call_wru": demo_a.wru + demo_c.wru, "demo_chain_first_call_rru": demo_a.rru + demo_c.rru,
+        "demo_chain_wru_per_call": round(steady["wru"], 2), "demo_chain_rru_per_call": round(steady["rru"], 2),
+        "demo_chain_request_dollars_per_million_calls": round(steady_dollars, 2),
+        "demo_chain_lambda_dollars_per_million_calls": round(cold_lambda, 2),
+        "demo_chain_dollars_per_million_calls": round(steady_dollars + cold_lambda, 2),
         "units_per_call_by_shape": {k: {"wru": v["wru"], "rru": v["rru"]} for k, v in report.items()},
         "authorizations_per_s": round(auth_rate, 1), "completions_per_s": round(complete_rate, 1),
     }))

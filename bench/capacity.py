@@ -68,6 +68,25 @@ def dollars_per_million_calls(wru_per_call: float, rru_per_call: float) -> float
     return wru_per_call * DOLLARS_PER_MILLION_WRU + rru_per_call * DOLLARS_PER_MILLION_RRU
 
 
+# Lambda, arm64, us-east-1 (https://aws.amazon.com/lambda/pricing/): per GB-second and per request.
+LAMBDA_DOLLARS_PER_GB_SECOND = 0.0000133334
+LAMBDA_DOLLARS_PER_MILLION_REQUESTS = 0.20
+# Billed duration of the switch function (1024 MB, infra/stages.py) per request. Not measurable here (no
+# AWS): an estimate of 3 round trips of ~5 ms plus our code, to be replaced by the dev-stage load test's
+# figures (docs/deploy.md, "Calibrating"). Switches call the function URL, which costs nothing more; the
+# REST API would add $3.50 per million requests.
+SWITCH_MEMORY_GB = 1.0
+AUTHORIZE_BILLED_MS = 25
+COMPLETE_BILLED_MS = 15
+
+
+def lambda_dollars_per_million_calls(authorize_ms: float = AUTHORIZE_BILLED_MS,
+                                     complete_ms: float = COMPLETE_BILLED_MS) -> float:
+    """Two invocations per call (authorize, complete) at the switch function's memory."""
+    seconds = (authorize_ms + complete_ms) / 1000
+    return 2 * LAMBDA_DOLLARS_PER_MILLION_REQUESTS + seconds * SWITCH_MEMORY_GB * LAMBDA_DOLLARS_PER_GB_SECOND * 1e6
+
+
 # --- item sizes --------------------------------------------------------------------------------------
 
 def number_size(text) -> int:
