@@ -48,6 +48,7 @@ class Slot:
     spent: Decimal = ZERO
     need: Decimal = ZERO             # the hold of the call that last asked for a refill
     wanted_by: Optional[str] = None  # the owner a pending refill request names
+    used_at: int = 0                 # when a call last held from it (epoch s): idle means unused
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class SlotChange:
     min_spent: Optional[Decimal] = None
     claim: bool = False             # the rebalancer opens the slot for ``owner`` (or finds it its own)
     want: Optional[Decimal] = None  # a call asks for a refill: the hold it needed
+    used_at: Optional[int] = None   # a hold from the slot stamps its last use
 
     @property
     def empty(self) -> bool:
@@ -188,7 +190,7 @@ def plan_owner(owner: Account, wanted: Sequence[Tuple[str, Slot]], others: Seque
 
 
 def plan_idle(owner_id: str, client_id: str, slot: Slot) -> Optional[SlotMove]:
-    """A slot not refilled for IDLE_AFTER seconds gives its escrow back (and its spent is swept)."""
+    """A slot no call has used for IDLE_AFTER seconds gives its escrow back (and its spent is swept)."""
     move = SlotMove(client_id, slot.distance, owner_id, sweep=slot.spent, recall=max(ZERO, slot.available))
     return None if move.empty else move
 

@@ -168,7 +168,7 @@ def _with_slots(changes: List[BalanceChange], client_id: str, slots: List[SlotCh
     return out
 
 
-def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = ()) -> List[BalanceChange]:
+def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now: Optional[int] = None) -> List[BalanceChange]:
     """Authorize, every level: its own item's hold, or its slot's (``Level.escrow``) on the client's item,
     with the refill requests (domain.escrow.place) on the client's item too."""
     client_id = levels[0].account_id
@@ -178,7 +178,7 @@ def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = ()) -> L
             continue
         if level.escrow:
             slots.append(SlotChange(level.escrow, level.account_id, available=-level.hold,
-                                    min_available=level.hold))
+                                    min_available=level.hold, used_at=now))
         else:
             changes.append(hold(level))
     for distance, owner, need in wants:

@@ -9,8 +9,10 @@ calls never write a hot owner's item while escrow covers them. One pass (``rebal
    its last funds are spent through its own item (exactly, by the calls' conditional holds).
 2. recall requests: an owner suspended or closed (``request_recall``, set by the portal) gets all of its
    escrow back.
-3. idle slots (``idle=True``, every ``IDLE_EVERY`` seconds): a slot not refilled for ``IDLE_AFTER``
-   seconds gives its available money back and its spent money is swept.
+3. idle slots (``idle=True``, every ``IDLE_EVERY`` seconds): a slot no call has held from for
+   ``IDLE_AFTER`` seconds gives its available money back and its spent money is swept (the registry
+   entry is dated by refills, then by the uses the idle pass finds, so a busy slot is read once per
+   IDLE_AFTER and never recalled).
 
 Bounded times (with the deployed tick of 1 s): a request is served within one tick; a suspended owner's
 escrow is back within one tick of the request; idle escrow within IDLE_AFTER + IDLE_EVERY seconds.
@@ -40,6 +42,7 @@ class EscrowStore(Protocol):
     def clear_recall(self, owner_id: str, requested_at: int) -> None: ...
     def clear_wants(self, client_ids: Sequence[str]) -> None: ...
     def forget_slots(self, owner_id: str, client_ids: Sequence[str]) -> None: ...
+    def touch_slots(self, owner_id: str, entries: Sequence[Tuple[str, int, int]]) -> None: ...
     def apply_moves(self, owner_id: str, moves: Sequence[SlotMove], change, now: int,
                     clear_wants: Sequence[str] = ()) -> List[SlotMove]: ...
 
@@ -123,8 +126,11 @@ def _slots(store: EscrowStore, owner_id: str, exclude: Set[str] = frozenset(),
 
 def _recall_idle(store: EscrowStore, now: int, report: Report) -> None:
     for owner_id, _ in store.escrow_owners():
-        moves, forget = [], []
+        moves, forget, touched = [], [], []
         for client_id, slot, at in _slots(store, owner_id, older_than=now - IDLE_AFTER):
+            if slot.used_at >= now - IDLE_AFTER:
+                touched.append((client_id, slot.distance, slot.used_at))   # in use: not idle
+                continue
             move = plan_idle(owner_id, client_id, slot)
             if move is not None:
                 moves.append(move)
@@ -133,6 +139,8 @@ def _recall_idle(store: EscrowStore, now: int, report: Report) -> None:
         _apply(store, owner_id, moves, now, set(), report)
         if forget:
             store.forget_slots(owner_id, forget)
+        if touched:
+            store.touch_slots(owner_id, touched)
 
 
 def _apply(store: EscrowStore, owner_id: str, moves: List[SlotMove], now: int, clear: Set[str],

@@ -71,22 +71,29 @@ class LocalStack:
                 return items
             start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
-    def wallet_sum(self, account_id: str):
-        """The sum of the postings to an account's wallet: its journal items plus its share of every
-        finished call (a call's journal entry is its record; domain.ledger.call_postings)."""
+    def wallet_sums(self) -> dict:
+        """Every book's sum of postings, from one scan of each table: its journal items plus every
+        finished call's postings (a call's journal entry is its record; domain.ledger.call_postings)."""
         import json
         from decimal import Decimal
-        from chalicelib.domain.ledger import call_postings, wallet
         from boto3.dynamodb.types import TypeSerializer
         from chalicelib.adapters.dynamo.models import CallItem
         from chalicelib.adapters.dynamo.reads import to_call
+        from chalicelib.domain.ledger import call_postings
         from chalicelib.domain.settlement import charges_from_result
-        book, total, serializer = wallet(account_id), Decimal(0), TypeSerializer()
+        totals, serializer = {}, TypeSerializer()
         for item in self.scan("journal"):
-            total += Decimal(json.loads(item["postings"]).get(book, "0"))
+            for book, amount in json.loads(item["postings"]).items():
+                totals[book] = totals.get(book, Decimal(0)) + Decimal(amount)
         for item in self.scan("core"):
             if item.get("kind") == "call" and item.get("status") == "done":
                 call = to_call(CallItem.from_raw_data({k: serializer.serialize(v) for k, v in item.items()}))
-                total += sum((p.amount for p in call_postings(charges_from_result(call.result["levels"]))
-                              if p.book == book), Decimal(0))
-        return total
+                for p in call_postings(charges_from_result(call.result["levels"])):
+                    totals[p.book] = totals.get(p.book, Decimal(0)) + p.amount
+        return totals
+
+    def wallet_sum(self, account_id: str):
+        """The sum of the postings to an account's wallet."""
+        from decimal import Decimal
+        from chalicelib.domain.ledger import wallet
+        return self.wallet_sums().get(wallet(account_id), Decimal(0))

@@ -58,7 +58,11 @@ def test_a_slot_carries_the_upper_levels_so_a_call_writes_neither_reseller_above
     assert acme.e2a == 4 * levels["borealis"].hold - charged["borealis"]
     assert_ledger_invariant(ALL_DEMO)        # counts the unswept spent against each owner
 
-    # Idle: after IDLE_AFTER the slots give their money back and the spent money is swept
+    # A slot in use is not idle, however old its last refill: the idle pass re-dates its registry entry
+    assert account("acme").e2u == NOW + 100
+    report = rebalance(store, NOW + 350, idle=True)
+    assert report.recalled == 0 and account("acme").e2a == 4 * levels["borealis"].hold - charged["borealis"]
+    # Idle: IDLE_AFTER after their last use the slots give their money back and the spent money is swept
     report = rebalance(store, NOW + 10_000, idle=True)
     assert report.recalled == 2 and report.swept == 2
     acme = account("acme")

@@ -92,6 +92,13 @@ class DynamoEscrow:
             for client_id in client_ids:
                 batch.delete(EscrowItem(*escrow_key(owner_id, client_id)))
 
+    def touch_slots(self, owner_id: str, entries: Iterable[Tuple[str, int, int]]) -> None:
+        """Registry entries of slots used since their last refill: dated to that use, so the idle pass
+        looks at them again only IDLE_AFTER later."""
+        with EscrowItem.batch_write() as batch:
+            for client_id, distance, used_at in entries:
+                batch.save(EscrowItem(*escrow_key(owner_id, client_id), distance=distance, at=used_at))
+
     def clear_wants(self, client_ids: Iterable[str]) -> None:
         """Requests that named no owner still needing them (served, or the tree changed)."""
         for client_id in client_ids:

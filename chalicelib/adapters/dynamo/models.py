@@ -28,7 +28,7 @@ from pynamodb.constants import NUMBER, STRING
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
-HELD_SHARDS = 8
+HELD_SHARDS = 32     # every call adds and removes an entry: 5,000 calls/s is ~310 WCU/s a shard
 CDR_SHARDS = 16      # a tree's calls spread over this many index partitions (5,000 calls/s: ~310 each)
 WANT_SHARDS = 8
 ESCROW_SLOTS = 8     # domain.escrow.MAX_SLOTS
@@ -180,7 +180,7 @@ class AccountItem(CoreItem, discriminator="account"):
     closed_at = UnicodeAttribute(null=True)
     search_text = UnicodeAttribute(null=True)          # lower-case name and e-mail, for the subtree search
     # Escrow (domain.escrow), on client items: slot k (1..ESCROW_SLOTS) holds money of the ancestor at
-    # distance k: e<k>o owner id, e<k>a available, e<k>s spent not yet swept; a refill request sets
+    # distance k: e<k>o owner id, e<k>a available, e<k>s spent not yet swept, e<k>u last used; a refill request sets
     # e<k>w (the owner it asks), e<k>n (the hold it needed) and ``want`` (the sparse ``wants`` index).
     want = UnicodeAttribute(null=True)
     wants = WantsIndex()
@@ -190,6 +190,7 @@ class AccountItem(CoreItem, discriminator="account"):
         locals()[f"e{_k}s"] = DecimalAttribute(null=True)
         locals()[f"e{_k}w"] = UnicodeAttribute(null=True)
         locals()[f"e{_k}n"] = DecimalAttribute(null=True)
+        locals()[f"e{_k}u"] = NumberAttribute(null=True)      # last hold from the slot (epoch s): idle aging
     del _k
 
 

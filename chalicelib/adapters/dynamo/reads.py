@@ -45,7 +45,7 @@ def slots_of(item: AccountItem) -> tuple:
             continue
         slots.append(Slot(distance=k, owner=owner, available=getattr(item, f"e{k}a") or ZERO,
                           spent=getattr(item, f"e{k}s") or ZERO, need=getattr(item, f"e{k}n") or ZERO,
-                          wanted_by=wanted_by))
+                          wanted_by=wanted_by, used_at=int(getattr(item, f"e{k}u") or 0)))
     return tuple(slots)
 
 

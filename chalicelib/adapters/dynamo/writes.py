@@ -76,6 +76,8 @@ def slot_update(sc: SlotChange, client_id: str):
         conditions.append(spent >= sc.min_spent)
     if sc.want is not None:
         actions += [getattr(a, f"e{k}w").set(sc.owner), getattr(a, f"e{k}n").set(sc.want)]
+    if sc.used_at is not None:
+        actions.append(getattr(a, f"e{k}u").set(sc.used_at))
     return actions, conditions
 
 
@@ -204,7 +206,7 @@ class DynamoWrites:
 
     def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None:
         tx = Tx()
-        for change in ledger.holds(call.levels, call.wants):
+        for change in ledger.holds(call.levels, call.wants, call.authorized_at):
             tx.change(change)
         for level in call.levels:
             if not level.charged:
