@@ -27,11 +27,11 @@ daily/monthly spend limit. A level with such a limit is held on its own item, wh
 such a level is capped by its own limit and is never the item 5,000 calls/s meet.
 """
 from dataclasses import dataclass, replace
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .accounts import ACTIVE, EARLY, RESELLER, Account
-from .money import QUANTUM, ZERO
+from .money import ZERO
 
 MAX_SLOTS = 8            # ancestors (distance 1..8 above the client) that can escrow on a client's item
 REFILL_HOLDS = 4         # a refill tops a slot up to this many of the holds that asked for it
