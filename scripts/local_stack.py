@@ -2,8 +2,10 @@
 
 moto in server mode stands in for DynamoDB, behind one lock so each request is atomic as on AWS (moto
 alone is not). scripts/local_api.py serves the API against it in a process of its own (chalice's local
-gateway, with a listen backlog for a switch lab's load instead of `chalice local`'s 5); a thread runs
-the hold sweeper every minute (nothing local runs schedules). Ctrl-C stops everything.
+gateway, with a listen backlog for a switch lab's load instead of `chalice local`'s 5); threads run the
+hold sweeper every minute and the escrow rebalancer every second (nothing local runs schedules;
+CASCADE_REBALANCE_TICK=0 runs no rebalancer, so every hold stays on its level's own item). Ctrl-C
+stops everything.
 """
 import json
 import os
@@ -151,7 +153,8 @@ def main():
     base = f"http://127.0.0.1:{API_PORT}"
     wait_for(base + "/health")
     threading.Thread(target=sweeper_loop, args=(stop,), daemon=True).start()
-    threading.Thread(target=rebalancer_loop, args=(stop,), daemon=True).start()
+    if float(os.environ.get("CASCADE_REBALANCE_TICK", "1")) > 0:      # 0: no escrow (every hold on its own item)
+        threading.Thread(target=rebalancer_loop, args=(stop,), daemon=True).start()
     key = seed.switch_keys[0]["key"] if seed.switch_keys else "<no key in seed>"
     sip = next(iter(n for n, c in seed.identities.items() if n != c), next(iter(seed.identities), "1001"))
     body = json.dumps({"account": sip, "destination": "15551230001", "call_id": "demo-1@local"})

@@ -18,7 +18,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 
 class LocalStack:
-    def __init__(self, seed: Optional[pathlib.Path] = None, table_prefix: str = "cascade-local-"):
+    def __init__(self, seed: Optional[pathlib.Path] = None, table_prefix: str = "cascade-local-",
+                 escrow: bool = True):
         self.api_port, self.moto_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.api_port}"
         self.dynamodb_endpoint = f"http://127.0.0.1:{self.moto_port}"
@@ -29,6 +30,8 @@ class LocalStack:
                    CASCADE_TABLE_PREFIX=table_prefix)
         if seed:
             env["SEED"] = str(seed)
+        if not escrow:
+            env["CASCADE_REBALANCE_TICK"] = "0"      # no rebalancer: every level held on its own item
         self.proc = subprocess.Popen([sys.executable, "scripts/local_stack.py"], cwd=ROOT, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         ready = threading.Event()
