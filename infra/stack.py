@@ -57,7 +57,7 @@ SWEEPER_ACCESS = {
                     "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"), indexes=("held",)),
 }
 # The rebalancer finds refill requests on the sparse `wants` index and the escrow registry by Query on
-# core itself (ESCOWNERS, ESC#<owner>), reads accounts strongly consistent, and moves money in
+# core itself (ESCOWNERS, ESC#<owner>#<shard>), reads accounts strongly consistent, and moves money in
 # transactions (account items updated, registry items put). It deletes registry entries only by
 # BatchWriteItem (escrow_store.forget_slots), never by DeleteItem, and reads no single item.
 REBALANCER_ACCESS = {

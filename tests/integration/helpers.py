@@ -168,7 +168,8 @@ def escrow_spent() -> dict:
 def escrow_slots(owner_id: str) -> List:
     """The registry's (client, distance) pairs for an owner."""
     from chalicelib.adapters.dynamo.models import EscrowItem
-    return sorted((i.sk, int(i.distance)) for i in EscrowItem.query(f"ESC#{owner_id}"))
+    from chalicelib.adapters.dynamo.keys import escrow_partitions
+    return sorted((i.sk, int(i.distance)) for p in escrow_partitions(owner_id) for i in EscrowItem.query(p))
 
 
 # --- seed editing (always on a fresh copy from demo_seed()) -------------------------------------

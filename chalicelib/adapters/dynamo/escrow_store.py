@@ -9,7 +9,7 @@ from chalicelib.domain.escrow import OwnerChange, SlotMove
 from chalicelib.domain.ledger import BalanceChange
 from chalicelib.services.ports import StoreBusy
 
-from .keys import ESCROW_OWNERS, account_key, escrow_key, escrow_owner_key
+from .keys import ESCROW_OWNERS, account_key, escrow_key, escrow_owner_key, escrow_partitions
 from .models import WANT_SHARDS, AccountItem, EscrowItem, EscrowOwnerItem
 from .writes import Tx, slot_update
 
@@ -34,7 +34,8 @@ class DynamoEscrow:
 
     def escrow_slots(self, owner_id: str) -> List[Tuple[str, int, int]]:
         """(client id, distance, last refill) of every slot the registry lists for the owner."""
-        return [(item.sk, int(item.distance), int(item.at)) for item in EscrowItem.query(f"ESC#{owner_id}")]
+        return [(item.sk, int(item.distance), int(item.at))
+                for partition in escrow_partitions(owner_id) for item in EscrowItem.query(partition)]
 
     def request_recall(self, owner_id: str, now: int) -> None:
         """Ask the rebalancer to bring all of an owner's escrow back (it stopped being active)."""

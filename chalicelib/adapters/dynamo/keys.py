@@ -76,8 +76,15 @@ def want_key(client_id: str) -> str:
     return f"WANT#{zlib.crc32(client_id.encode('utf-8')) % WANT_SHARDS}"
 
 
+ESCROW_REGISTRY_SHARDS = 16   # an owner's registry is written per refill and per use found idle-passing
+
+
 def escrow_key(owner_id: str, client_id: str) -> Tuple[str, str]:
-    return f"ESC#{owner_id}", client_id
+    return f"ESC#{owner_id}#{zlib.crc32(client_id.encode('utf-8')) % ESCROW_REGISTRY_SHARDS}", client_id
+
+
+def escrow_partitions(owner_id: str):
+    return [f"ESC#{owner_id}#{shard}" for shard in range(ESCROW_REGISTRY_SHARDS)]
 
 
 ESCROW_OWNERS = "ESCOWNERS"

@@ -253,7 +253,7 @@ class CallItem(CoreItem, discriminator="call"):
 
 
 class EscrowItem(CoreItem, discriminator="escrow"):
-    """ESC#<owner> / <client>: a slot the rebalancer opened (its distance, when it last refilled it), so
+    """ESC#<owner>#<shard> / <client>: a slot the rebalancer opened (its distance, when it last refilled it), so
     idle escrow and a suspended owner's escrow can be found and recalled."""
     distance = NumberAttribute()
     at = NumberAttribute()
