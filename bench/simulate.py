@@ -1402,11 +1402,12 @@ def _pin() -> None:
         pass
 
 
-def specs(quick: bool, seed: int, partitions: bool) -> List[dict]:
+def specs(quick: bool, seed: int, partitions: bool, windows=WINDOWS_MS) -> List[dict]:
     cap = QUICK_CAP if quick else CAP
     out = [dict(design=d, rate=r, window_ms=w, seed=seed, partitions=partitions, cap=cap)
-           for d in ("current", "escrow") for r in RATES for w in WINDOWS_MS]
-    out.append(dict(design="escrow", rate=5000, window_ms=5, seed=seed, partitions=partitions, dry=True,
+           for d in ("current", "escrow") for r in RATES for w in windows]
+    out.append(dict(design="escrow", rate=5000, window_ms=windows[len(windows) // 2], seed=seed,
+                    partitions=partitions, dry=True,
                     calls=QUICK_CAP if quick else CAP, cap=cap))
     return out
 
@@ -1521,10 +1522,12 @@ def main(argv=None) -> int:
     parser.add_argument("--items-only", action="store_true",
                         help="throughput limit per item only (no CDR partitions, no index partitions)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lock-ms", type=float, action="append",
+                        help="lock window(s) in ms instead of 2, 5, 10 (e.g. one measured on a dev stage: docs/deploy.md)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    todo = specs(args.quick, args.seed, not args.items_only)
+    todo = specs(args.quick, args.seed, not args.items_only, tuple(args.lock_ms) if args.lock_ms else WINDOWS_MS)
     order = sorted(range(len(todo)), key=lambda i: -min(todo[i]["rate"] * 2, todo[i].get("calls") or CAP))
     if args.jobs > 1:
         import multiprocessing
