@@ -11,6 +11,7 @@ from chalicelib.services.complete_call import complete_call
 from chalicelib.services.rebalance import rebalance
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY, load
+from tests.integration.test_concurrency import race
 from tests.integration.helpers import (ALL_DEMO, account, assert_ledger_invariant, escrow_slots,
                                        money_snapshot)
 
@@ -101,16 +102,6 @@ def race_seed(holds=K, clients=CLIENTS):
             "sip_users": [f"s{i}"]} for i in range(clients)],
         "switch_keys": [{"id": "race", "key": KEY}],
     }
-
-
-def race(fn, n):
-    barrier = threading.Barrier(n)
-
-    def go(i):
-        barrier.wait()
-        return fn(i)
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(go, range(n)))
 
 
 class Rebalancer:

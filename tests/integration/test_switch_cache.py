@@ -3,7 +3,6 @@ cached thing is stale for at most the cache time, no longer (the clock is the ca
 from decimal import Decimal
 
 import pytest
-from pynamodb.connection.base import Connection
 
 from chalicelib.adapters.dynamo import cache
 from chalicelib.adapters.dynamo.models import RateGroupItem, SwitchKeyItem
@@ -12,6 +11,7 @@ from chalicelib.services.authorize_call import AuthorizeRequest, Authorized, Una
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY
+from tests.integration.test_round_trips import calls  # noqa: F401 (the round-trip counting fixture)
 
 
 class Clock:
@@ -28,18 +28,6 @@ def warm(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(cache, "SWITCH_CACHE", cache.TtlCache(clock=clock))
     return clock
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    seen = []
-    original = Connection._make_api_call
-
-    def counting(self, operation_name, *args, **kwargs):
-        seen.append(operation_name)
-        return original(self, operation_name, *args, **kwargs)
-    monkeypatch.setattr(Connection, "_make_api_call", counting)
-    return seen
 
 
 def dial(store, call_id, number="15551230001"):
