@@ -18,6 +18,7 @@ Bounded times (with the deployed tick of 1 s): a request is served within one ti
 escrow is back within one tick of the request; idle escrow within IDLE_AFTER + IDLE_EVERY seconds.
 """
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Protocol, Sequence, Set, Tuple
 
@@ -28,6 +29,9 @@ from chalicelib.domain.escrow import (IDLE_AFTER, Slot, SlotMove, owner_change, 
 log = logging.getLogger("cascade.rebalance")
 
 IDLE_EVERY = 60
+DRY_RECALL_EVERY = 10.0
+_dry_read_at: Dict[str, float] = {}      # the one rebalancer instance's memory (monotonic seconds)
+clock = time.monotonic
 # A registry entry outlives its slot's last refill by this long before an empty slot is forgotten: every
 # call held from the slot has completed or been swept by then (max_duration + hold_grace is hours).
 REGISTRY_KEEP = 86400
@@ -98,9 +102,14 @@ def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slo
     moves, dry = plan_owner(owner, wanted, (), recall_all=recall_all)
     if dry:
         report.dry.append(owner.id)
-        asked = {c for c, _ in wanted}
-        others = [(c, slot) for c, slot, _ in _slots(store, owner.id, exclude=asked)]
-        moves, _ = plan_owner(owner, wanted, others, recall_all=recall_all)
+        # Recalling a dry owner's other slots reads its whole registry (every client holding its escrow):
+        # at most once per DRY_RECALL_EVERY seconds while it stays dry; a recall request always does.
+        last = _dry_read_at.get(owner.id)
+        if recall_all or last is None or clock() - last >= DRY_RECALL_EVERY:
+            _dry_read_at[owner.id] = clock()
+            asked = {c for c, _ in wanted}
+            others = [(c, slot) for c, slot, _ in _slots(store, owner.id, exclude=asked)]
+            moves, _ = plan_owner(owner, wanted, others, recall_all=recall_all)
     asked = {c for c, _ in wanted}
     idle_asks = asked - {m.client_id for m in moves}
     if idle_asks:
