@@ -153,7 +153,7 @@ def main():
     base = f"http://127.0.0.1:{API_PORT}"
     wait_for(base + "/health")
     threading.Thread(target=sweeper_loop, args=(stop,), daemon=True).start()
-    if float(os.environ.get("CASCADE_REBALANCE_TICK", "1")) > 0:      # 0: no escrow (every hold on its own item)
+    if int(os.environ.get("CASCADE_REBALANCE_TICK", "1")) > 0:      # 0: no escrow (every hold on its own item)
         threading.Thread(target=rebalancer_loop, args=(stop,), daemon=True).start()
     key = seed.switch_keys[0]["key"] if seed.switch_keys else "<no key in seed>"
     sip = next(iter(n for n, c in seed.identities.items() if n != c), next(iter(seed.identities), "1001"))

@@ -1,6 +1,6 @@
 """The escrow rebalancer (services.rebalance): one Lambda, reserved concurrency 1 (infra/stack.py), so it
 is the only writer moving money between owners and slots. Schedules run at most once a minute, so each
-invocation ticks every ``CASCADE_REBALANCE_TICK`` seconds (default 1) for ``RUN_FOR`` seconds; the next
+invocation ticks every ``CASCADE_REBALANCE_TICK`` whole seconds (default 1) for ``RUN_FOR`` seconds; the next
 invocation takes over. A tick that fails is logged and the next one reads everything afresh."""
 import logging
 import os
@@ -19,7 +19,7 @@ RUN_FOR = 55     # seconds per invocation (timeout 70 s): the schedule starts th
 def run(store, clock=time.time, run_for: float = RUN_FOR, tick: float = None, sleep=time.sleep) -> int:
     """Tick until ``run_for`` seconds have passed; returns the number of ticks. The idle pass runs on
     the first tick of every IDLE_EVERY seconds."""
-    tick = float(os.environ.get("CASCADE_REBALANCE_TICK", "1")) if tick is None else tick
+    tick = int(os.environ.get("CASCADE_REBALANCE_TICK", "1")) if tick is None else tick
     start, ticks, last_idle = clock(), 0, None
     while True:
         now = clock()

@@ -35,7 +35,7 @@ clock = time.monotonic
 # A registry entry outlives its slot's last refill by this long before an empty slot is forgotten: every
 # call held from the slot has completed or been swept by then (max_duration + hold_grace is hours).
 REGISTRY_KEEP = 86400
-MOVES_PER_TRANSACTION = 45
+MOVES_PER_TRANSACTION = 45     # the owner's item + a client item and a registry item per move <= 100
 
 
 class EscrowStore(Protocol):

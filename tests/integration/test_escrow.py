@@ -11,7 +11,7 @@ from chalicelib.services.complete_call import complete_call
 from chalicelib.services.rebalance import rebalance
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY, load
-from tests.integration.test_concurrency import race
+from tests.integration.test_concurrency import race, race_seed as concurrency_seed
 from tests.integration.helpers import (ALL_DEMO, account, assert_ledger_invariant, escrow_slots,
                                        money_snapshot)
 
@@ -88,20 +88,7 @@ HOLD = Decimal("10")        # r's hold: 600 s at 1.00/min
 
 def race_seed(holds=K, clients=CLIENTS):
     """Root -> r (funded for exactly ``holds`` holds, no per-call limits: escrowable) -> clients."""
-    return {
-        "settings": {"max_duration": 600},
-        "tariffs": [
-            {"id": "cost", "owner": "admin", "rates": [{"prefix": "1", "price": "0.5"}]},
-            {"id": "wholesale", "owner": "admin", "rates": [{"prefix": "1", "price": "1.00"}]},
-            {"id": "retail", "owner": "r", "rates": [{"prefix": "1", "price": "2.00"}]},
-        ],
-        "accounts": [{"id": "admin", "role": "admin", "tariff": "cost"},
-                     {"id": "r", "role": "reseller", "parent": "admin", "tariff": "wholesale",
-                      "balance": str(HOLD * holds)}]
-        + [{"id": f"c{i}", "role": "client", "parent": "r", "tariff": "retail", "balance": "1000",
-            "sip_users": [f"s{i}"]} for i in range(clients)],
-        "switch_keys": [{"id": "race", "key": KEY}],
-    }
+    return concurrency_seed(clients=clients, holds=holds, key=KEY)
 
 
 class Rebalancer:

@@ -18,8 +18,8 @@ from typing import Dict, Hashable, Optional, Tuple
 MISSING = object()     # a key looked up and found absent (remembered too: rate groups mostly do not exist)
 
 
-def seconds() -> float:
-    return float(os.environ.get("CASCADE_SWITCH_CACHE_SECONDS", "30"))
+def seconds() -> int:
+    return int(os.environ.get("CASCADE_SWITCH_CACHE_SECONDS", "30"))
 
 
 class TtlCache:

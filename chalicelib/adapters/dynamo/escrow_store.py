@@ -15,8 +15,6 @@ from .writes import Tx, slot_update
 
 log = logging.getLogger("cascade.escrow")
 
-MOVES_PER_TRANSACTION = 45     # the owner's item + a client item and a registry item per move <= 100
-
 
 class DynamoEscrow:
     """services.rebalance.EscrowStore over the core table (mixed into DynamoStore)."""
@@ -60,7 +58,7 @@ class DynamoEscrow:
                                 active_only=change.min_available is not None, what="escrow"), must_exist=True)
         clear = set(clear_wants)
         for move in moves:
-            actions, guards = slot_update(move.slot_change(), move.client_id)
+            actions, guards = slot_update(move.slot_change())
             a, k = AccountItem, move.distance
             if move.client_id in clear:
                 actions += [getattr(a, f"e{k}w").remove(), getattr(a, f"e{k}n").remove(), a.want.remove()]
@@ -105,9 +103,4 @@ class DynamoEscrow:
         for client_id in client_ids:
             actions = [AccountItem.want.remove()]
             AccountItem(*account_key(client_id)).update(actions=actions)
-
-
-def chunks(moves: Sequence[SlotMove], size: int = MOVES_PER_TRANSACTION) -> Iterable[List[SlotMove]]:
-    for i in range(0, len(moves), size):
-        yield list(moves[i:i + size])
 

@@ -59,7 +59,7 @@ def condition_failed(exc: TransactWriteError) -> bool:
     return any(_refused(r) for r in exc.cancellation_reasons or [])
 
 
-def slot_update(sc: SlotChange, client_id: str):
+def slot_update(sc: SlotChange):
     """(actions, conditions) for one escrow slot of a client item (domain.escrow.SlotChange)."""
     a, k = AccountItem, sc.distance
     owner, avail, spent = (getattr(a, f"e{k}{x}") for x in "oas")
@@ -89,7 +89,7 @@ def change_update(change: BalanceChange, must_exist: bool = False):
         (a.available, change.available), (a.active_calls, change.active_calls)) if delta]
     conditions = []
     for sc in change.slots:
-        more, guards = slot_update(sc, change.account_id)
+        more, guards = slot_update(sc)
         actions += more
         conditions += guards
     if any(sc.want is not None for sc in change.slots):
