@@ -640,6 +640,7 @@ class SimStore:
     def change_action(self, change: ledger.BalanceChange, must_exist: bool = False) -> Action:
         db, account_id = self.db, change.account_id
         wants = any(sc.want is not None for sc in change.slots)
+        assert not change.counters, "the simulated tree has no CPS or spend limits (domain.counters)"
 
         def cond() -> bool:
             item = db.items.get(account_id)
@@ -746,7 +747,7 @@ class SimStore:
         actions.append(Action(("CALL", call.call_id), ("CALL", call.call_id), ("call", None),
                               cond=lambda: call.call_id not in db.calls, apply=apply,
                               gsi=lambda: [("HELD", shard)]))
-        for change in ledger.holds(call.levels, call.wants, call.authorized_at):
+        for change in ledger.holds(call.levels, call.wants, call.authorized_at, call.counters):
             if not change.empty:
                 actions.append(self.change_action(change))
         refused = self._commit(actions, f"hold {call.call_id}")

@@ -99,6 +99,8 @@ class Account:
     closed_at: Optional[str] = None
     # Escrow slots ancestors keep on a client's item (domain.escrow.Slot); empty for resellers
     escrow: tuple = ()
+    # Usage counters of a level with a CPS or spend limit (domain.counters.Counter), as read
+    counters: tuple = ()
 
     @property
     def available(self) -> Decimal:

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .accounts import EARLY, POSTPAID, Account
+from .counters import CounterChange
 from .escrow import SlotChange
 from .money import ZERO
 
@@ -116,11 +117,12 @@ class BalanceChange:
     credit_was: Optional[Decimal] = None
     what: str = "funds"              # what a refusal of this change means (for the caller's answer)
     slots: Tuple[SlotChange, ...] = ()   # escrow slots on this (client's) item: domain.escrow
+    counters: Tuple[CounterChange, ...] = ()   # CPS and spend counters on this item: domain.counters
 
     @property
     def empty(self) -> bool:
         return not (self.balance or self.held or self.credit_limit or self.available or self.active_calls
-                    or any(not s.empty for s in self.slots))
+                    or any(not s.empty for s in self.slots) or bool(self.counters))
 
 
 def available_delta(billing_type: str, balance: Decimal = ZERO, held: Decimal = ZERO,
@@ -154,23 +156,36 @@ def debit(level, charge, was_held: bool) -> BalanceChange:
                          available=charge.hold - charge.net, active_calls=-1 if was_held else 0)
 
 
-def _with_slots(changes: List[BalanceChange], client_id: str, slots: List[SlotChange]) -> List[BalanceChange]:
-    """DynamoDB allows one action per item in a transaction: slot changes ride on the client's change."""
-    if not slots:
-        return changes
-    out, merged = [], False
+Counted = Sequence[Tuple[str, CounterChange]]
+
+
+def _merged(changes: List[BalanceChange], client_id: str, slots: List[SlotChange],
+            counters: Counted = ()) -> List[BalanceChange]:
+    """DynamoDB allows one action per item in a transaction: slot changes ride on the client's change,
+    counter changes on their account's."""
+    extra = {}
+    for account_id, counter in counters:
+        extra.setdefault(account_id, []).append(counter)
+    if slots:
+        extra.setdefault(client_id, [])
+    out = []
     for change in changes:
-        if change.account_id == client_id and not merged:
-            change, merged = replace(change, slots=tuple(slots)), True
+        more = extra.pop(change.account_id, None)
+        if more is not None:
+            change = replace(change, counters=change.counters + tuple(more),
+                             slots=change.slots + (tuple(slots) if change.account_id == client_id else ()))
         out.append(change)
-    if not merged:
-        out.insert(0, BalanceChange(client_id, slots=tuple(slots)))
+    for account_id, more in extra.items():
+        out.insert(0, BalanceChange(account_id, counters=tuple(more),
+                                    slots=tuple(slots) if account_id == client_id else ()))
     return out
 
 
-def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now: Optional[int] = None) -> List[BalanceChange]:
+def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now: Optional[int] = None,
+          counters: Counted = ()) -> List[BalanceChange]:
     """Authorize, every level: its own item's hold, or its slot's (``Level.escrow``) on the client's item,
-    with the refill requests (domain.escrow.place) on the client's item too."""
+    with the refill requests (domain.escrow.place) on the client's item too, and the counters it counts
+    against (domain.counters.reserved) on their items."""
     client_id = levels[0].account_id
     changes, slots = [], []
     for level in levels:
@@ -187,10 +202,10 @@ def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now:
             slots.append(SlotChange(distance, owner, want=need))
         else:
             slots[slot] = replace(slots[slot], want=need)
-    return _with_slots(changes, client_id, slots)
+    return _merged(changes, client_id, slots, counters)
 
 
-def debits(levels: Sequence, charges: Sequence, was_held: bool) -> List[BalanceChange]:
+def debits(levels: Sequence, charges: Sequence, was_held: bool, counters: Counted = ()) -> List[BalanceChange]:
     """Completion, every level: an escrowed level's slot gets its hold back less the charge, and the
     charge waits in the slot's ``spent`` until the rebalancer sweeps it into the owner's balance."""
     client_id = levels[0].account_id
@@ -205,10 +220,10 @@ def debits(levels: Sequence, charges: Sequence, was_held: bool) -> List[BalanceC
                                     want=None if was_held else ZERO))
         else:
             changes.append(debit(level, c, was_held))
-    return _with_slots(changes, client_id, slots)
+    return _merged(changes, client_id, slots, counters)
 
 
-def releases(levels: Sequence) -> List[BalanceChange]:
+def releases(levels: Sequence, counters: Counted = ()) -> List[BalanceChange]:
     """The sweeper, every level: holds go back to the item or slot they were taken from."""
     client_id = levels[0].account_id
     changes, slots = [], []
@@ -219,7 +234,7 @@ def releases(levels: Sequence) -> List[BalanceChange]:
             slots.append(SlotChange(level.escrow, level.account_id, available=level.hold))
         else:
             changes.append(release(level))
-    return _with_slots(changes, client_id, slots)
+    return _merged(changes, client_id, slots, counters)
 
 
 def call_postings(charges: Sequence) -> Tuple[Posting, ...]:

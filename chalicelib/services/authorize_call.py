@@ -8,6 +8,7 @@ from typing import Callable, Optional, Union
 from chalicelib.domain import authorization as authz
 from chalicelib.domain.accounts import InvalidTree, check_chain
 from chalicelib.domain.authorization import Denial, Grant, decide, price_chain
+from chalicelib.domain.counters import reserved
 from chalicelib.domain.numbers import DialPlan, InvalidNumber, normalize
 
 from .ports import DuplicateCall, Refused, StoreBusy, SwitchStore
@@ -105,7 +106,7 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
             return Denied(decision.reason, decision.account_id, retries=attempt - (1 if refreshed else 0))
-        call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id)
+        call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id, chain)
         try:
             store.place_holds(call, (found.identity, route) if refreshed else None)
         except DuplicateCall:
@@ -134,11 +135,12 @@ def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: 
 
 
 def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Grant, now: int,
-                 grace: int, switch_id: Optional[str]) -> CallRecord:
+                 grace: int, switch_id: Optional[str], chain) -> CallRecord:
     answer = call_answer(request.call_id, number, grant.max_duration, grant.client_rate)
     return CallRecord(
         call_id=request.call_id, status=HELD, account=request.account, client_id=route.client_id,
         destination=request.destination, number=number, caller_id=request.caller_id, authorized_at=now,
         max_duration=grant.max_duration, expires_at=now + grant.max_duration + grace,
         levels=grant.levels, answer=answer, switch_id=switch_id, wants=grant.wants,
+        counters=tuple(reserved(grant.levels, chain, now, grant.max_duration)),
     )

@@ -34,7 +34,6 @@ def call_result(call_id: str, billsec: int, disposition: str, max_duration: int,
 class RouteHop:
     account_id: str
     tariff_id: Optional[str]
-    limits: str = ""            # "c" cps, "d" daily, "m" monthly: which usage counters to read
 
 
 @dataclass(frozen=True)
@@ -47,16 +46,17 @@ class Route:
     dial_plan: Mapping = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"chain": [[h.account_id, h.tariff_id, h.limits] for h in self.hops], "dial_plan": dict(self.dial_plan)}
+        return {"chain": [[h.account_id, h.tariff_id] for h in self.hops], "dial_plan": dict(self.dial_plan)}
 
     @classmethod
     def from_dict(cls, client_id: str, data: Mapping) -> "Route":
-        return cls(client_id, tuple(RouteHop(a, t, l) for a, t, l in data["chain"]), dict(data.get("dial_plan") or {}))
+        # A route stored before the counters moved onto account items has a third element (limit flags).
+        return cls(client_id, tuple(RouteHop(h[0], h[1]) for h in data["chain"]), dict(data.get("dial_plan") or {}))
 
     @classmethod
     def of_chain(cls, chain: List[Account]) -> "Route":
         settings = chain[-1].settings or TreeSettings()
-        return cls(chain[0].id, tuple(RouteHop(a.id, a.tariff_id, limit_flags(a)) for a in chain),
+        return cls(chain[0].id, tuple(RouteHop(a.id, a.tariff_id) for a in chain),
                    settings.dial_plan.to_dict())
 
     def matches(self, accounts: Mapping[str, Account]) -> bool:
@@ -65,11 +65,6 @@ class Route:
             return False
         linked = all(child.parent_id == parent.id for child, parent in zip(chain, chain[1:]))
         return linked and chain[-1].parent_id is None and Route.of_chain(chain) == self
-
-
-def limit_flags(account: Account) -> str:
-    return ("c" if account.cps_limit is not None else "") + ("d" if account.daily_limit is not None else "") \
-        + ("m" if account.monthly_limit is not None else "")
 
 
 @dataclass
@@ -89,6 +84,7 @@ class CallRecord:
     result: Optional[dict] = None
     switch_id: Optional[str] = None   # the key id of the switch that authorized it (None: recorded before calls carried it)
     wants: tuple = ()                 # escrow refill requests to write with the holds (not stored)
+    counters: tuple = ()              # (account id, domain.counters.CounterChange) to write with them (not stored)
 
     def visible_to(self, switch_id: Optional[str]) -> bool:
         """A switch sees only the calls it authorized itself (all keys of one switch id alike)."""

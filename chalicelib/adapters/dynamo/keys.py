@@ -7,7 +7,6 @@ from typing import Tuple
 from .models import CDR_SHARDS, HELD_SHARDS, WANT_SHARDS
 
 ROOT = "#"
-DAY_TTL, MONTH_TTL, CPS_TTL = 40 * 86400, 400 * 86400, 120
 SWITCH_KEYS_LIST = "SWITCHKEYS"
 
 
@@ -48,19 +47,6 @@ def call_key(call_id: str) -> Tuple[str, str]:
 
 def idempotency_key(caller: str, key: str) -> Tuple[str, str]:
     return f"IDEM#{caller}", text_key(key)
-
-
-def cps_key(account_id: str, second: int) -> Tuple[str, str]:
-    return f"CPS#{account_id}", str(second)
-
-
-def day_of(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d")
-
-
-def spend_keys(account_id: str, epoch: int) -> Tuple[Tuple[str, str], Tuple[str, str]]:
-    day = day_of(epoch)
-    return (f"SPEND#{account_id}", f"D#{day}"), (f"SPEND#{account_id}", f"M#{day[:7]}")
 
 
 def iso_ms(epoch: float) -> str:

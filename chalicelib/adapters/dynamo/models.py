@@ -1,7 +1,7 @@
 """PynamoDB models: the single source of truth for Cascade's tables (infra/ reads them too).
 
 ``core`` is a single table holding everything the switch path reads in one BatchGetItem: accounts,
-caller identities, switch keys, tariffs and their rate groups, calls and usage counters.
+caller identities, switch keys, tariffs and their rate groups, calls, and the identity service's counters.
 
     pk               sk            kind
     ACC#<id>         #             account     balance item: balance, held, available, counters
@@ -10,8 +10,6 @@ caller identities, switch keys, tariffs and their rate groups, calls and usage c
     TRF#<id>         #             tariff      header: owner, kind, markup
     TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.group_of)
     CALL#<h(call_id)> #            call        frozen levels, holds, status, switch; sparse HELD index
-    CPS#<acct>       <epoch s>     counter     calls started in that second (TTL)
-    SPEND#<acct>     D#<day>|M#<m> counter     money used that UTC day / month by calls authorized then (TTL)
 
 ``journal`` holds one item per money movement other than a call, partitioned by account id. A call's
 journal entry and its only CDR are its call record (the ``client_calls`` and ``tree_calls`` indexes list
@@ -179,6 +177,14 @@ class AccountItem(CoreItem, discriminator="account"):
     created_at = UnicodeAttribute(null=True)
     closed_at = UnicodeAttribute(null=True)
     search_text = UnicodeAttribute(null=True)          # lower-case name and e-mail, for the subtree search
+    # Usage counters (domain.counters) of a level with a CPS or spend limit: the period each counts in
+    # (epoch second, UTC day, UTC month) and its value (calls started; money spent + reserved).
+    cps_at = UnicodeAttribute(null=True)
+    cps_n = NumberAttribute(null=True)
+    day_at = UnicodeAttribute(null=True)
+    day_used = DecimalAttribute(null=True)
+    month_at = UnicodeAttribute(null=True)
+    month_used = DecimalAttribute(null=True)
     # Escrow (domain.escrow), on client items: slot k (1..ESCROW_SLOTS) holds money of the ancestor at
     # distance k: e<k>o owner id, e<k>a available, e<k>s spent not yet swept, e<k>u last used; a refill request sets
     # e<k>w (the owner it asks), e<k>n (the hold it needed) and ``want`` (the sparse ``wants`` index).
@@ -273,9 +279,9 @@ class IdempotencyItem(CoreItem, discriminator="idempotency"):
 
 
 class CounterItem(CoreItem, discriminator="counter"):
-    n = NumberAttribute(null=True)                  # CPS: calls started in that second
-    used = DecimalAttribute(null=True)              # spend limits: spent + reserved by calls in flight
-    spent = DecimalAttribute(null=True)             # spend limits: finished calls only (reports)
+    """A counter with a TTL (the identity service's failed sign-ins per IP and window). The switch path's
+    CPS and spend counters are attributes of the account item (domain.counters)."""
+    n = NumberAttribute(null=True)
 
 
 class HistoryIndex(GlobalSecondaryIndex):

@@ -1,8 +1,10 @@
 """Reads: items to domain objects, and every read the services make (switch path and portal)."""
+from decimal import Decimal
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from chalicelib.domain.accounts import Account, TreeSettings
 from chalicelib.domain.authorization import Usage
+from chalicelib.domain.counters import CPS, DAY, MONTH, Counter, current
 from chalicelib.domain.escrow import Slot
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
@@ -12,8 +14,8 @@ from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Sna
 from .call_codec import decode_charges, decode_levels
 
 from . import cache
-from .keys import account_key, call_key, cps_key, identity_key, rate_group_key, spend_keys, switch_key_key, tariff_key
-from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, CounterItem, IdentityItem, RateGroupItem,
+from .keys import account_key, call_key, identity_key, rate_group_key, switch_key_key, tariff_key
+from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, IdentityItem, RateGroupItem,
                      SwitchKeyItem, TariffItem)
 
 
@@ -32,8 +34,19 @@ def to_account(item: AccountItem) -> Account:
         path=item.path or "", email=item.email, timezone=item.timezone or "UTC",
         billing_day=int(item.billing_day or 1), low_balance=item.low_balance,
         may_create=item.may_create or "nothing", created_at=item.created_at or "", closed_at=item.closed_at,
-        escrow=slots_of(item),
+        escrow=slots_of(item), counters=counters_of(item),
     )
+
+
+def counters_of(item: AccountItem) -> tuple:
+    """The usage counters an account item carries (domain.counters.Counter)."""
+    out = []
+    for name in (CPS, DAY, MONTH):
+        period = getattr(item, f"{name}_at")
+        if period is not None:
+            value = getattr(item, "cps_n" if name == CPS else f"{name}_used")
+            out.append(Counter(name, period, Decimal(value or 0)))
+    return tuple(out)
 
 
 def slots_of(item: AccountItem) -> tuple:
@@ -126,13 +139,8 @@ class DynamoReads:
         tariff_keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
         keys += tariff_keys
         keys.append(call_key(call_id))
-        counter_keys = {h.account_id: (cps_key(h.account_id, now), *spend_keys(h.account_id, now))
-                        for h in route.hops}
-        for hop in route.hops:
-            keys += [k for flag, k in zip("cdm", counter_keys[hop.account_id]) if flag in hop.limits]
         accounts, tariffs, call = {}, {}, None
         books: Dict[str, Dict[str, list]] = {t: {} for t in tariff_ids}
-        counters: Dict[Tuple[str, str], CounterItem] = {}
         ttl = cache.seconds()
         cacheable = set(tariff_keys) if ttl else set()
         remembered = []
@@ -161,17 +169,9 @@ class DynamoReads:
                     books[item.tariff_id][prefix] = [Rate.from_dict(v) for v in versions]
             elif isinstance(item, CallItem):
                 call = to_call(item)
-            elif isinstance(item, CounterItem):
-                counters[(item.pk, item.sk)] = item
-        usage = {}
-        for hop in route.hops:
-            cps_at, day, month = counter_keys[hop.account_id]
-            cps = counters.get(cps_at)
-            usage[hop.account_id] = Usage(
-                day_used=(counters[day].used or ZERO) if day in counters else ZERO,
-                month_used=(counters[month].used or ZERO) if month in counters else ZERO,
-                calls_this_second=int(cps.n) if cps is not None and cps.n is not None else 0,
-            )
+        usage = {a.id: Usage(day_used=current(a.counters, DAY, now), month_used=current(a.counters, MONTH, now),
+                             calls_this_second=int(current(a.counters, CPS, now)))
+                 for a in accounts.values() if a.counters}
         return Snapshot(accounts=accounts, tariffs=tariffs, books=books, usage=usage, call=call)
 
     def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], KeyCheck]:

@@ -1,19 +1,18 @@
 """The DynamoDB adapter as one object: reads (reads.py) and writes (writes.py) over the keys in keys.py.
 
-Round trips: authorize = BatchGetItem(identity, key) + BatchGetItem(chain, tariffs, rate groups, call,
-counters) + TransactWriteItems(holds). complete = BatchGetItem(call, key) + TransactWriteItems(debits).
+Round trips: authorize = BatchGetItem(identity, key) + BatchGetItem(chain, tariffs, rate groups, call)
++ TransactWriteItems(holds). complete = BatchGetItem(call, key) + TransactWriteItems(debits).
 """
 from typing import Optional
 
 from pynamodb.connection import Connection
 
-from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, ROOT, account_key, call_key, cps_key, day_of,  # noqa: F401
-                   hash_shard, identity_key, iso_ms, rate_group_key, spend_keys, switch_key_key, tariff_key,
-                   text_key)
+from .keys import (ROOT, account_key, call_key, hash_shard, identity_key, iso_ms, rate_group_key,  # noqa: F401
+                   switch_key_key, tariff_key, text_key)
 from .escrow_store import DynamoEscrow
 from .portal_store import PortalStore
 from .reads import DynamoReads, key_check, to_account, to_call, to_tariff  # noqa: F401
-from .writes import RETRYABLE, DynamoWrites, condition_failed, limit_counters, with_retries  # noqa: F401
+from .writes import RETRYABLE, DynamoWrites, condition_failed, with_retries  # noqa: F401
 
 
 class DynamoStore(DynamoReads, DynamoWrites, PortalStore, DynamoEscrow):

@@ -13,21 +13,20 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.domain import ledger
+from chalicelib.domain import counters, ledger
 from chalicelib.domain.accounts import Account
-from chalicelib.domain.authorization import Level
+from chalicelib.domain.counters import CPS, CounterChange
 from chalicelib.domain.escrow import SlotChange
 from chalicelib.domain.ledger import BalanceChange, JournalEntry, Movement
-from chalicelib.domain.money import ZERO
 from chalicelib.domain.settlement import LevelCharge
 from chalicelib.services.ports import AlreadySettled, DuplicateCall, DuplicateEntry, Refused, StoreBusy
 from chalicelib.services.records import DONE, EXPIRED, HELD, CallRecord, Route
 
 from . import cache
 from .call_codec import encode_levels, encode_result
-from .keys import (CPS_TTL, DAY_TTL, MONTH_TTL, account_key, call_key, children_list, cps_key, hash_shard,
-                   identity_key, idempotency_key, iso_ms, spend_keys, want_key, cdr_at, cdr_tree)
-from .models import (AccountItem, CallItem, CoreItem, CounterItem, IdempotencyItem, IdentityItem,
+from .keys import (account_key, call_key, children_list, hash_shard, identity_key, idempotency_key, iso_ms,
+                   want_key, cdr_at, cdr_tree)
+from .models import (AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem,
                      JournalItem)
 
 log = logging.getLogger("cascade.store")
@@ -81,6 +80,20 @@ def slot_update(sc: SlotChange):
     return actions, conditions
 
 
+def counter_update(cc: CounterChange):
+    """(actions, conditions) for one usage counter of an account item (domain.counters.CounterChange)."""
+    a = AccountItem
+    period = getattr(a, f"{cc.name}_at")
+    value = a.cps_n if cc.name == CPS else getattr(a, f"{cc.name}_used")
+    number = int if cc.name == CPS else (lambda x: x)      # a call count is a NumberAttribute
+    if cc.start:       # a new period: of two calls that both read the old one, only one starts it
+        return [period.set(cc.period), value.set(number(cc.delta))], [period.does_not_exist() | (period < cc.period)]
+    conditions = []
+    if cc.at_most is not None:   # the limit less this call's share, computed by the domain
+        conditions.append((period == cc.period) & (value <= number(cc.at_most)))
+    return [value.add(number(cc.delta))], conditions
+
+
 def change_update(change: BalanceChange, must_exist: bool = False):
     """(actions, condition) for one account item: ADD every delta, check every guard."""
     a = AccountItem
@@ -90,6 +103,10 @@ def change_update(change: BalanceChange, must_exist: bool = False):
     conditions = []
     for sc in change.slots:
         more, guards = slot_update(sc)
+        actions += more
+        conditions += guards
+    for cc in change.counters:
+        more, guards = counter_update(cc)
         actions += more
         conditions += guards
     if any(sc.want is not None for sc in change.slots):
@@ -206,22 +223,8 @@ class DynamoWrites:
 
     def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None:
         tx = Tx()
-        for change in ledger.holds(call.levels, call.wants, call.authorized_at):
+        for change in ledger.holds(call.levels, call.wants, call.authorized_at, call.counters):
             tx.change(change)
-        for level in call.levels:
-            if not level.charged:
-                continue
-            if level.cps_limit is not None:
-                tx.update(("cps", level.account_id), CounterItem(*cps_key(level.account_id, call.authorized_at)),
-                          [CounterItem.n.add(1), CounterItem.kind.set(CounterItem),
-                           CounterItem.ttl.set(call.authorized_at + CPS_TTL)],
-                          condition=CounterItem.n.does_not_exist() | (CounterItem.n < level.cps_limit))
-            for what, key, ttl, limit, reserve in limit_counters(level, call):
-                # used <= limit - reserve: the arithmetic is done here, DynamoDB compares only
-                tx.update((what, level.account_id), CounterItem(*key),
-                          [CounterItem.used.add(reserve), CounterItem.kind.set(CounterItem),
-                           CounterItem.ttl.set(call.authorized_at + ttl)],
-                          condition=CounterItem.used.does_not_exist() | (CounterItem.used <= limit - reserve))
         tx.put(("call", None), self._call_item(call), condition=CallItem.pk.does_not_exist())
         if refresh is not None:
             name, route = refresh
@@ -259,16 +262,10 @@ class DynamoWrites:
         ``cdr_*`` keys put it in the two CDR listings (client, tree)."""
         was_held = call.status == HELD
         tx = Tx()
-        for change in ledger.debits(call.levels, charges, was_held):
+        spend = counters.settled(call.levels, [c.net for c in charges], call.authorized_at, call.max_duration,
+                                 now, was_held)
+        for change in ledger.debits(call.levels, charges, was_held, spend):
             tx.change(change)
-        for level, charge in zip(call.levels, charges):
-            if level.charged:
-                # The reservation made at authorize becomes the real spend (an expired call's was released).
-                for what, key, _, _, reserve in limit_counters(level, call):
-                    reserved = reserve if was_held else ZERO
-                    if charge.net or reserved:
-                        tx.update((what, level.account_id), CounterItem(*key),
-                                  [CounterItem.used.add(charge.net - reserved), CounterItem.spent.add(charge.net)])
         path = "/".join(l.account_id for l in reversed(call.levels))
         tx.update(("call", None), CallItem(*call_key(call.call_id)),
                   [CallItem.status.set(DONE),
@@ -287,13 +284,9 @@ class DynamoWrites:
 
     def release(self, call: CallRecord, now: int) -> bool:
         tx = Tx()
-        for change in ledger.releases(call.levels):
+        spend = counters.released(call.levels, call.authorized_at, call.max_duration, now)
+        for change in ledger.releases(call.levels, spend):
             tx.change(change)
-        for level in call.levels:
-            if not level.charged:
-                continue
-            for what, key, _, _, reserve in limit_counters(level, call):
-                tx.update((what, level.account_id), CounterItem(*key), [CounterItem.used.add(-reserve)])
         tx.update(("call", None), CallItem(*call_key(call.call_id)),
                   [CallItem.status.set(EXPIRED), CallItem.held_shard.remove()],
                   condition=CallItem.status == HELD)
@@ -334,17 +327,3 @@ class DynamoWrites:
                 what, account_id = refused[0]
                 raise Refused(account_id, what) from exc
             raise StoreBusy(str(exc)) from exc
-
-
-def limit_counters(level: Level, call: CallRecord):
-    """The spend-limit counters a level's call counts against: those of the day and month it was
-    authorized in (a call that crosses midnight belongs to the day it started)."""
-    if not level.charged:
-        return
-    # What a call reserves against a limit while it runs: its charge for the whole granted time.
-    reserve = level.charge(call.max_duration)
-    day, month = spend_keys(level.account_id, call.authorized_at)
-    if level.daily_limit is not None:
-        yield "daily", day, DAY_TTL, level.daily_limit, reserve
-    if level.monthly_limit is not None:
-        yield "monthly", month, MONTH_TTL, level.monthly_limit, reserve
