@@ -119,15 +119,16 @@ def measure_path(resellers: int, tariff_size: int):
     return store, digest, auth_calls, complete_calls
 
 
-STEADY_CALLS = 12
+STEADY_CALLS = 60
 
 
 def measure_demo():
     """The demo chain (demo/seed.json: acme -> cumulus -> borealis -> atlas -> admin), as the issues quote it.
 
     Two figures: a client's first call (no escrow yet: every level on its own item), and the steady state:
-    after the rebalancer has filled acme's slots, STEADY_CALLS calls of 61 s, with every rebalance they
-    cause metered too and spread over them (the rebalancer's fixed cost of polling, 8 empty Queries a
+    after the rebalancer has filled acme's slots, STEADY_CALLS calls of 61 s, one every 100 s (a clock of
+    their own: acme's CPS share is one call a second), with every rebalance they cause metered too and
+    spread over them (the rebalancer's fixed cost of polling, 8 empty Queries a
     second whatever the traffic, is not per call: docs/deploy.md)."""
     from chalicelib.adapters.dynamo.models import ALL_MODELS, AccountItem, create_tables
     from chalicelib.adapters.dynamo.store import DynamoStore
@@ -146,20 +147,27 @@ def measure_demo():
     store, digest = DynamoStore(), key_hash(seed["switch_keys"][0]["key"])
     authorize_call(store, AuthorizeRequest("1002", "12125550123", "warm"), digest)     # connection set-up
     complete_call(store, "warm", 5, "ANSWERED", digest)
-    answer, _, first_a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", "demo-0"), digest))
+    t0 = int(time.time()) + 10
+
+    def at(t):
+        return lambda: t
+    answer, _, first_a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", "demo-0"),
+                                                        digest, at(t0)))
     assert isinstance(answer, Authorized), answer
-    _, _, first_c = metered(lambda: complete_call(store, "demo-0", 61, "ANSWERED", digest))
-    _, _, first_r = metered(lambda: rebalance(store, int(time.time())))
+    _, _, first_c = metered(lambda: complete_call(store, "demo-0", 61, "ANSWERED", digest, at(t0 + 61)))
+    _, _, first_r = metered(lambda: rebalance(store, t0 + 61))
     first = (first_a, first_c, first_r)
     steady = {"wru": 0.0, "rru": 0.0, "authorize_wru": 0.0, "complete_wru": 0.0, "rebalance_wru": 0.0,
               "authorize_rru": 0.0, "complete_rru": 0.0, "rebalance_rru": 0.0, "index_wru": 0.0}
     for i in range(STEADY_CALLS):
-        answer, _, a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", f"demo-{i + 1}"), digest))
+        t = t0 + 100 * (i + 1)
+        answer, _, a = metered(lambda: authorize_call(store, AuthorizeRequest("1001", "12125550123", f"demo-{i + 1}"),
+                                                      digest, at(t)))
         assert isinstance(answer, Authorized), answer
-        _, _, c = metered(lambda: complete_call(store, f"demo-{i + 1}", 61, "ANSWERED", digest))
+        _, _, c = metered(lambda: complete_call(store, f"demo-{i + 1}", 61, "ANSWERED", digest, at(t + 61)))
         parts = [("authorize", a), ("complete", c)]
         if AccountItem.get("ACC#acme", "#").want:
-            _, _, r = metered(lambda: rebalance(store, int(time.time())))
+            _, _, r = metered(lambda: rebalance(store, t + 61))
             parts.append(("rebalance", r))
         for name, u in parts:
             steady[f"{name}_wru"] += u.wru / STEADY_CALLS

@@ -41,7 +41,8 @@ DynamoDB behaviour modelled:
       then cleared by the rebalancer) and the two CDR listings a completion adds the call record to
       (there is no CDR item: the record is the call's only CDR): ``client_calls`` (partition: the client)
       and ``tree_calls`` (partition: <root>#<crc32(call) % CDR_SHARDS>). Account items and call items
-      are their own partition keys; the escrow registry shares ESC#<owner>, the owners' list ESCOWNERS.
+      are their own partition keys; the escrow registry spreads over ESC#<owner>#<crc32(client) % 16>,
+      the owners' list is one partition, ESCOWNERS (written only when an owner is first listed).
       A write short of tokens on its base OR an index partition key is throttled (retryable; nothing
       written, nothing consumed). ``--items-only`` limits single items only (every registry entry its
       own key, indexes unlimited): the literal "1,000 WCU/s per item" model.
@@ -59,7 +60,7 @@ Not modelled: read capacity (reads never throttle; the JSON gives the hottest ke
 eventually consistent reads of account items at 0.5 RCU, against DynamoDB's 3,000 RCU/s per partition;
 tariffs are taken as cached by the warm-Lambda cache), index replication lag (the wants index reads as
 of now), Lambda cold starts and concurrency limits, the sweeper, adaptive-capacity splits (split for
-heat could spread ESC#<owner> or ESCOWNERS over their sort keys; HELD#, tree_calls and WANT# partitions
+heat could spread ESCOWNERS over its sort keys; ESC#, HELD#, tree_calls and WANT# partitions
 are sharded instead), any cost of a cancelled transaction beyond its WCU. The rebalancer runs for real
 (every TICK, the idle pass every IDLE_EVERY), but at 5,000/s and above a run is shorter than one tick,
 so its writes are not in those windows: the Findings estimate them from the pre-history (see there).
@@ -102,9 +103,9 @@ client item already carries the refill requests today's code writes.
 
 Findings. Computed from the runs: the hottest key per design at 5,000 and 10,000/s, the busiest
 partition of each index, and the dry run. Plus the rebalancer's steady-state load on the top reseller's
-registry (ESC#top: 2 WCU per refill, inside the refill transactions; 1 WCU per last-use re-dating, in
-BatchWriteItem bursts on each idle pass) and on ESCOWNERS (2 WCU per refilling transaction of any
-owner): the pre-history's counts over its second half, scaled by clients / callers. These are estimates
+registry (ESC#top#<shard>: 2 WCU per slot a refill fills from empty, inside the refill transactions; 1 WCU
+per last-use re-dating, in BatchWriteItem bursts on each idle pass): the pre-history's counts over its
+second half, scaled by clients / callers. These are estimates
 (no contention, the callers only), because the measured windows at those rates are shorter than a tick.
 
 Checks:
@@ -146,7 +147,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from chalicelib.adapters.dynamo.keys import cdr_tree, hash_shard, want_key  # noqa: E402
+from chalicelib.adapters.dynamo.keys import ESCROW_REGISTRY_SHARDS, cdr_tree, escrow_key, hash_shard, want_key  # noqa: E402
 from chalicelib.adapters.dynamo.models import CDR_SHARDS, HELD_SHARDS, WANT_SHARDS  # noqa: E402
 from chalicelib.domain import ledger  # noqa: E402
 from chalicelib.domain.accounts import ADMIN, CLIENT, RESELLER, Account, TreeSettings  # noqa: E402
@@ -225,6 +226,10 @@ def held_shard(call_id: str) -> int:
 
 def tree_shard(root: str, call_id: str) -> str:
     return cdr_tree(root, call_id)                      # <root>#<crc32 % CDR_SHARDS>
+
+
+def registry_partition(owner: str, client: str) -> tuple:
+    return ("ESC", escrow_key(owner, client)[0][len("ESC#"):])   # ESC#<owner>#<crc32 % ESCROW_REGISTRY_SHARDS>
 
 
 class Conflict(Exception):
@@ -747,7 +752,7 @@ class SimStore:
         actions.append(Action(("CALL", call.call_id), ("CALL", call.call_id), ("call", None),
                               cond=lambda: call.call_id not in db.calls, apply=apply,
                               gsi=lambda: [("HELD", shard)]))
-        for change in ledger.holds(call.levels, call.wants, call.authorized_at, call.counters):
+        for change in ledger.holds(call.levels, call.wants, call.authorized_at, call.counters, call.fresh):
             if not change.empty:
                 actions.append(self.change_action(change))
         refused = self._commit(actions, f"hold {call.call_id}")
@@ -850,8 +855,8 @@ class SimStore:
                         db.registry.get(owner_id, {}).pop(client, None)
                     else:
                         db.registry[owner_id][client] = entry
-                actions.append(Action(("ESC", owner_id, client), ("ESC", owner_id), ("registry", client),
-                                      apply=apply))
+                actions.append(Action(("ESC", owner_id, client), registry_partition(owner_id, client),
+                                      ("registry", client), apply=apply))
             self._retrying(lambda actions=actions: db.batch(actions), lambda: self.sim.rng.uniform(*RTT), what)
 
     def forget_slots(self, owner_id: str, client_ids) -> None:
@@ -862,7 +867,7 @@ class SimStore:
         self.touched += len(entries)
         self._registry_batches(owner_id, [(c, (d, used_at)) for c, d, used_at in entries], "touch slots")
 
-    def apply_moves(self, owner_id: str, moves, change, now: int, clear_wants=()) -> List:
+    def apply_moves(self, owner_id: str, moves, change, now: int, clear_wants=(), list_owner: bool = True) -> List:
         db = self.db
         actions = []
         owner_change = ledger.BalanceChange(owner_id, balance=change.balance, held=change.held,
@@ -894,11 +899,12 @@ class SimStore:
                 return [("WANT", want_shard(client))] if (client in clear and item is not None
                                                           and item["want"] is not None) else []
             actions.append(Action(("ACC", client), ("ACC", client), ("slot", client), cond, apply, gsi))
-            if move.refill:
-                actions.append(Action(("ESC", owner_id, client), ("ESC", owner_id), ("registry", client),
+            if move.register:
+                actions.append(Action(("ESC", owner_id, client), registry_partition(owner_id, client),
+                                      ("registry", client),
                                       apply=lambda client=client, k=k: db.registry[owner_id].__setitem__(
                                           client, (k, now))))
-        if any(m.refill for m in moves):
+        if list_owner and any(m.register for m in moves):
             actions.append(Action(("OWN", owner_id), ("OWN",), ("owner_list", owner_id),
                                   apply=lambda: db.owners.setdefault(owner_id, 0)))
         refused = self._commit(actions, f"escrow {owner_id}")
@@ -969,8 +975,8 @@ def warm_slots(rng: random.Random, rate: float, clients: int, callers: Sequence[
         st, o = slots[(m.client_id, m.distance)], owners[owner]
         st[1] += m.refill - m.recall
         st[2] -= m.sweep
-        if m.refill:
-            st[3] = now                            # the registry put (claims the slot)
+        if m.register:
+            st[3] = now                            # the registry put (fills the slot from empty)
         o[0] -= m.sweep
         o[1] += m.refill - m.recall - m.sweep
 
@@ -1034,9 +1040,11 @@ def warm_slots(rng: random.Random, rate: float, clients: int, callers: Sequence[
                 slots[key][5] = False
             if owner != "top" and counted:
                 stats["sub_refills"] += sum(1 for m in moves if m.refill)
+                stats["sub_registers"] += sum(1 for m in moves if m.register)
             if owner == "top" and counted:
                 refills = sum(1 for m in moves if m.refill)
                 stats["top_refills"] += refills
+                stats["top_registers"] += sum(1 for m in moves if m.register)
                 stats["top_moves"] += len(moves)
                 stats["top_tx"] += math.ceil(len(moves) / MOVES_PER_TRANSACTION)
                 stats["top_max_refills_tick"] = max(stats["top_max_refills_tick"], refills)
@@ -1441,16 +1449,17 @@ def rebalancer_load(r: dict) -> Optional[dict]:
     if not ph or not ph.get("callers"):
         return None
     scale = r["clients"] / ph["callers"]
-    per_s = {k: ph.get(k, 0) / ph["seconds"] * scale for k in ("top_refills", "top_touched", "sub_refills")}
+    per_s = {k: ph.get(k, 0) / ph["seconds"] * scale
+             for k in ("top_refills", "top_registers", "top_touched", "sub_refills")}
     passes = max(1, ph.get("idle_passes", 0))
-    tx_per_tick = math.ceil(per_s["top_refills"] / MOVES_PER_TRANSACTION)        # one tick a second
-    esc = 2 * per_s["top_refills"] + per_s["top_touched"]
+    # ESC#top#<shard>: 2 WCU per slot filled from empty (inside the refill transactions) + 1 per last-use
+    # re-dating (idle passes), spread over ESCROW_REGISTRY_SHARDS partitions by client
+    esc = 2 * per_s["top_registers"] + per_s["top_touched"]
     return {
-        "scale": scale, "refills_per_s": per_s["top_refills"], "touches_per_s": per_s["top_touched"],
+        "scale": scale, "refills_per_s": per_s["top_refills"], "registers_per_s": per_s["top_registers"],
+        "touches_per_s": per_s["top_touched"],
         "touch_burst": ph.get("top_touched", 0) / passes * scale,
-        "esc_top_wcu_per_s": esc,
-        # ESCOWNERS: 2 WCU per refilling transaction of any owner (a sub's refills: about one a tick)
-        "escowners_wcu_per_s": 2 * (tx_per_tick + per_s["sub_refills"]),
+        "esc_top_wcu_per_s": esc, "esc_partition_wcu_per_s": esc / ESCROW_REGISTRY_SHARDS,
         "top_from_slot": 1 - ph.get("top_own_holds", 0) / max(1, ph.get("top_holds", 0)),
         "idle_recalls_per_s": ph.get("top_idle_recalls", 0) / ph["seconds"] * scale,
     }
@@ -1496,13 +1505,14 @@ def findings(results: List[dict], dry: dict) -> List[str]:
         load = rebalancer_load(r) if r else None
         if load is None:
             continue
-        verdict = "OVER" if load["esc_top_wcu_per_s"] > WCU_PER_S else "under"
+        verdict = "OVER" if load["esc_partition_wcu_per_s"] > WCU_PER_S else "under"
         loads.append(
             f"  - {_fmt(rate)}/s (x{load['scale']:.0f}): {100 * load['top_from_slot']:.1f}% of top-level holds from "
-            f"slots; ESC#top ~{_fmt(load['refills_per_s'])} refills/s (2 WCU each, in the ticks) + "
-            f"~{_fmt(load['touches_per_s'])} last-use re-datings/s (1 WCU, bursts of ~{_fmt(load['touch_burst'])} "
-            f"per {IDLE_EVERY} s idle pass) = ~{_fmt(load['esc_top_wcu_per_s'])} WCU/s, {verdict} "
-            f"{_fmt(WCU_PER_S)}; ESCOWNERS ~{_fmt(load['escowners_wcu_per_s'])} WCU/s; idle recalls "
+            f"slots; ~{_fmt(load['refills_per_s'])} refills/s of the top's slots, ~{_fmt(load['registers_per_s'])} "
+            f"of them from empty (a 2 WCU registry put each, in the ticks) + ~{_fmt(load['touches_per_s'])} "
+            f"last-use re-datings/s (1 WCU, bursts of ~{_fmt(load['touch_burst'])} per {IDLE_EVERY} s idle pass) "
+            f"= ~{_fmt(load['esc_top_wcu_per_s'])} WCU/s over ESC#top's {ESCROW_REGISTRY_SHARDS} partitions, "
+            f"~{_fmt(load['esc_partition_wcu_per_s'])} each, {verdict} {_fmt(WCU_PER_S)}; idle recalls "
             f"~{_fmt(load['idle_recalls_per_s'])}/s")
     if loads:
         out.append("- the rebalancer's own writes, estimated from the escrow pre-history (real plan_owner and "

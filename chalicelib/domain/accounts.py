@@ -101,6 +101,7 @@ class Account:
     escrow: tuple = ()
     # Usage counters of a level with a CPS or spend limit (domain.counters.Counter), as read
     counters: tuple = ()
+    cps_lent: int = 0                   # CPS shares lent to escrow slots (domain.escrow)
 
     @property
     def available(self) -> Decimal:

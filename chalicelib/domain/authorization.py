@@ -113,6 +113,7 @@ class Grant:
     levels: List[Level]
     limited_by: Optional[str] = None    # account whose funds or limits set max_duration (None: the cap)
     wants: tuple = ()                   # escrow refill requests (distance, owner, need): domain.escrow.place
+    fresh: tuple = ()                   # slots whose CPS counter this call starts afresh (their distances)
 
     @property
     def client_rate(self) -> Rate:
@@ -145,7 +146,8 @@ def price_chain(chain: Chain, tariffs: Mapping[str, Tariff], books: Mapping[str,
 
 
 def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Usage],
-           settings: TreeSettings) -> Decision:
+           settings: TreeSettings, now: int = 0) -> Decision:
+    """``now`` (epoch s) is the second escrow slots' CPS shares count in."""
     for account in chain:
         if account.status != ACTIVE:
             reason = ACCOUNT_CLOSED if account.status == CLOSED else ACCOUNT_SUSPENDED
@@ -174,13 +176,15 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
             max_calls=account.max_calls if charged else None,
         ))
 
-    for account, level in zip(chain, levels):
+    # A level's own item takes the call only below its limits; an escrow slot with a free permit and a
+    # CPS start left may take it instead (domain.escrow).
+    direct = [None] * len(chain)
+    for i, (account, level) in enumerate(zip(chain, levels)):
         if not level.charged:
             continue
-        if account.max_calls is not None and account.active_calls >= account.max_calls:
-            return Denial(CONCURRENT_CALLS_LIMIT, account.id)
-        if account.cps_limit is not None and usage.get(account.id, Usage()).calls_this_second >= account.cps_limit:
-            return Denial(CPS_LIMIT, account.id)
+        direct[i] = _own_limit(account, usage.get(account.id, Usage()))
+        if direct[i] is not None and escrow_rules.usable(chain, i, level, now) is None:
+            return Denial(direct[i], account.id)
 
     max_duration, limited_by, reason = settings.max_duration, None, None
     for i, (account, level) in enumerate(zip(chain, levels)):
@@ -189,7 +193,7 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
         used = usage.get(account.id, Usage())
         budgets = []
         if level.guarded:
-            budgets.append((escrow_rules.funds(chain, i, level), INSUFFICIENT_FUNDS))
+            budgets.append((escrow_rules.funds(chain, i, level, now, direct=direct[i] is None), INSUFFICIENT_FUNDS))
         if account.daily_limit is not None:
             budgets.append((account.daily_limit - used.day_used, DAILY_LIMIT))
         if account.monthly_limit is not None:
@@ -202,5 +206,15 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
         return Denial(reason or INSUFFICIENT_FUNDS, limited_by)
 
     held = [replace(l, hold=l.charge(max_duration) if l.charged and l.mode == EARLY else ZERO) for l in levels]
-    placed, wants = escrow_rules.place(chain, held)
-    return Grant(max_duration=max_duration, levels=placed, limited_by=limited_by, wants=wants)
+    placed, wants, fresh = escrow_rules.place(chain, held, now)
+    return Grant(max_duration=max_duration, levels=placed, limited_by=limited_by, wants=wants, fresh=fresh)
+
+
+def _own_limit(account, used: Usage) -> Optional[str]:
+    """Why the level's own item cannot take one more call (None: it can). CPS shares lent to escrow are
+    not the item's to use."""
+    if account.max_calls is not None and account.active_calls >= account.max_calls:
+        return CONCURRENT_CALLS_LIMIT
+    if account.cps_limit is not None and used.calls_this_second >= account.cps_limit - account.cps_lent:
+        return CPS_LIMIT
+    return None

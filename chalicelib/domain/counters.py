@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import List, Optional, Sequence, Tuple
 
+from .accounts import RESELLER
 from .money import ZERO
 
 CPS, DAY, MONTH = "cps", "day", "month"
@@ -44,6 +45,8 @@ class CounterChange:
     delta: Decimal
     start: bool = False                 # the item's period is older: SET period and value instead of ADD
     at_most: Optional[Decimal] = None   # guard: the value before the ADD may not exceed this
+    lent_at_most: Optional[int] = None  # CPS: guard: the item's CPS shares lent to escrow (cps_lent) may
+                                        # not have grown since the read (at_most was computed from it)
 
 
 def periods(epoch: int) -> dict:
@@ -58,24 +61,27 @@ def current(counters: Sequence[Counter], name: str, epoch: int) -> Decimal:
 
 
 def _count(counters: Sequence[Counter], name: str, period: str, delta: Decimal,
-           limit: Optional[Decimal]) -> CounterChange:
+           limit: Optional[Decimal], lent: Optional[int] = None) -> CounterChange:
     if any(c.name == name and c.period == period for c in counters):
-        return CounterChange(name, period, delta, at_most=None if limit is None else limit - delta)
-    return CounterChange(name, period, delta, start=True)
+        return CounterChange(name, period, delta, at_most=None if limit is None else limit - delta,
+                             lent_at_most=lent)
+    return CounterChange(name, period, delta, start=True, lent_at_most=lent)
 
 
 def reserved(levels: Sequence, accounts: Sequence, epoch: int, max_duration: int) -> List[Tuple[str, CounterChange]]:
     """Authorize: each charged level with a CPS limit counts the call in this second, each with a spend
     limit reserves its charge for the granted time (whatever its billing mode, so calls in flight count).
-    ``accounts`` are the levels' items as read."""
+    ``accounts`` are the levels' items as read. A level held from an escrow slot starts the call on the
+    slot's CPS share instead (domain.escrow); its own item may start cps_limit - cps_lent a second."""
     now = periods(epoch)
     out: List[Tuple[str, CounterChange]] = []
     for level, account in zip(levels, accounts):
         if not level.charged:
             continue
-        if level.cps_limit is not None:
+        if level.cps_limit is not None and not level.escrow:
+            lent = account.cps_lent if account.role == RESELLER else None    # only a reseller lends
             out.append((level.account_id, _count(account.counters, CPS, now[CPS], Decimal(1),
-                                                 Decimal(level.cps_limit))))
+                                                 Decimal(level.cps_limit - (lent or 0)), lent)))
         for name, limit in ((DAY, level.daily_limit), (MONTH, level.monthly_limit)):
             if limit is not None:
                 out.append((level.account_id, _count(account.counters, name, now[name],

@@ -22,9 +22,23 @@ owner's item as before (exact, and the way the owner's last money is spent when 
 client item asks the rebalancer for a refill (``Want``). Escrow (O'Neil's escrow method, the demarcation
 protocol) never changes what is granted: a level's funds are the larger of its own available and its slot.
 
-Which levels escrow: a reseller level billed early, with a floor, and without a concurrent-call, CPS or
-daily/monthly spend limit. A level with such a limit is held on its own item, where the limit is exact;
-such a level is capped by its own limit and is never the item 5,000 calls/s meet.
+Which levels escrow: a reseller level billed early, with a floor, and without a daily or monthly spend
+limit (a spend limit is held on the level's own item, where it is exact). A level with a concurrent-call
+or CPS limit escrows its limits with its money:
+
+    permits    free call permits (max_calls): a standing count on the owner's ``active_calls``, so
+               owner.active_calls = its own calls in flight + sum over slots (free permits + calls in
+               flight from the slot); a call from the slot takes one and gives it back when it ends.
+    share      a CPS share: calls the slot may start per second (``second``, ``started``), lent out of the
+               owner's ``cps_limit`` (owner.cps_lent = sum of shares); the owner's own calls may start
+               cps_limit - cps_lent a second.
+
+Both limits stay upper bounds (never exceeded, except that a share recalled in the middle of a second may
+let that one second exceed the limit by the share, 1 call), but they become conservative: permits and
+shares parked in a client's slot are not available to the owner's other clients until the rebalancer
+takes them back (idle: IDLE_AFTER; dry: at its next request), so a call may be refused with
+``concurrent_calls_limit`` or ``cps_limit`` while the owner's true count is below it by at most the free
+permits (or shares) of its other slots.
 """
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -35,6 +49,8 @@ from .money import ZERO
 
 MAX_SLOTS = 8            # ancestors (distance 1..8 above the client) that can escrow on a client's item
 REFILL_HOLDS = 4         # a refill tops a slot up to this many of the holds that asked for it
+REFILL_PERMITS = 2       # ... and, for an owner with a concurrent-call limit, to this many free call permits
+SHARE = 1                # ... and, for an owner with a CPS limit, to this CPS share
 IDLE_AFTER = 300         # seconds without a refill after which a slot's escrow is recalled
 RESERVE = 1              # an owner refills only while it keeps at least RESERVE x what it gives
 
@@ -49,6 +65,13 @@ class Slot:
     need: Decimal = ZERO             # the hold of the call that last asked for a refill
     wanted_by: Optional[str] = None  # the owner a pending refill request names
     used_at: int = 0                 # when a call last held from it (epoch s): idle means unused
+    permits: int = 0                 # free call permits (an owner with max_calls)
+    share: int = 0                   # CPS share: calls it may start a second (an owner with cps_limit)
+    second: int = 0                  # the second ``started`` counts in
+    started: int = 0
+
+    def starts_left(self, now: int) -> int:
+        return self.share - (self.started if self.second == now else 0)
 
 
 @dataclass(frozen=True)
@@ -64,10 +87,16 @@ class SlotChange:
     claim: bool = False             # the rebalancer opens the slot for ``owner`` (or finds it its own)
     want: Optional[Decimal] = None  # a call asks for a refill: the hold it needed
     used_at: Optional[int] = None   # a hold from the slot stamps its last use
+    permits: int = 0                # free call permits delta
+    min_permits: Optional[int] = None
+    share: int = 0                  # CPS share delta (the rebalancer)
+    start: Optional[int] = None     # a call starts from the slot in this second (uses the CPS share)
+    new_second: bool = False        # ... the slot's counter is of an older second: start it at 1
 
     @property
     def empty(self) -> bool:
-        return not (self.available or self.spent or self.claim or self.want is not None)
+        return not (self.available or self.spent or self.claim or self.want is not None or self.permits
+                    or self.share or self.start is not None)
 
 
 def slot_for(client: Account, distance: int, owner: str) -> Optional[Slot]:
@@ -78,40 +107,65 @@ def slot_for(client: Account, distance: int, owner: str) -> Optional[Slot]:
 
 
 def escrowable(account: Account, level) -> bool:
-    """May this level be held from escrow? (See the module's last paragraph.)"""
+    """May this level be held from escrow? (See the module's last paragraphs.)"""
     return (level.charged and level.mode == EARLY and level.guarded and account.role == RESELLER
-            and account.max_calls is None and account.cps_limit is None
             and account.daily_limit is None and account.monthly_limit is None)
 
 
-def funds(chain: Sequence[Account], i: int, level) -> Decimal:
-    """What level i may hold for this call: its own available, or its slot on the client if larger
-    (a hold is placed whole on one of the two, never split)."""
-    own = chain[i].available
-    if 1 <= i <= MAX_SLOTS and escrowable(chain[i], level):
-        slot = slot_for(chain[0], i, chain[i].id)
-        if slot is not None and slot.available > own:
-            return slot.available
-    return own
+def usable(chain: Sequence[Account], i: int, level, now: int) -> Optional[Slot]:
+    """Level i's slot on the client item if a call may be held from it now: escrowed, with a free permit
+    and a CPS start left where the owner has those limits (its money is checked by the caller)."""
+    if not 1 <= i <= MAX_SLOTS or not escrowable(chain[i], level):
+        return None
+    slot = slot_for(chain[0], i, chain[i].id)
+    if slot is None:
+        return None
+    if chain[i].max_calls is not None and slot.permits < 1:
+        return None
+    if chain[i].cps_limit is not None and slot.starts_left(now) < 1:
+        return None
+    return slot
 
 
-def place(chain: Sequence[Account], levels: Sequence) -> Tuple[list, Tuple[Tuple[int, str, Decimal], ...]]:
+def funds(chain: Sequence[Account], i: int, level, now: int, direct: bool = True) -> Decimal:
+    """What level i may hold for this call: its own available (when its own limits admit the call:
+    ``direct``), or its usable slot's on the client if larger (a hold is placed whole on one of the two,
+    never split)."""
+    own = chain[i].available if direct else None
+    slot = usable(chain, i, level, now)
+    if slot is not None and (own is None or slot.available > own):
+        return slot.available
+    return own if own is not None else ZERO
+
+
+def place(chain: Sequence[Account], levels: Sequence, now: int) -> Tuple[list, tuple, Tuple[int, ...]]:
     """Where each level's hold goes: ``Level.escrow`` = the slot's distance, 0 on the level's own item.
     Also the refill requests (distance, owner, need): a level that could not use its slot, or whose slot
-    this hold leaves below one more such hold."""
-    placed, wants = list(levels), []
+    this call leaves without money for one more such hold or without a free permit; and the distances of
+    the slots whose CPS counter this call starts afresh (the slot's is of an older second)."""
+    placed, wants, fresh = list(levels), [], []
     for i in range(1, min(len(levels), MAX_SLOTS + 1)):
         level, account = levels[i], chain[i]
         if not escrowable(account, level):
             continue
-        slot = slot_for(chain[0], i, account.id)
+        slot = usable(chain, i, level, now)
         if slot is not None and slot.available >= level.hold:
             placed[i] = replace(level, escrow=i)
-            if slot.available - level.hold < level.hold:
+            if account.cps_limit is not None and slot.second != now:
+                fresh.append(i)
+            if (slot.available - level.hold < level.hold
+                    or (account.max_calls is not None and slot.permits - 1 < 1)):
                 wants.append((i, account.id, level.hold))
-        else:
+        elif _refill_helps(account, slot_for(chain[0], i, account.id), level.hold):
             wants.append((i, account.id, level.hold))
-    return placed, tuple(wants)
+    return placed, tuple(wants), tuple(fresh)
+
+
+def _refill_helps(owner: Account, slot: Optional[Slot], hold: Decimal) -> bool:
+    """A slot that could not take the call asks for a refill unless all it lacked was a CPS start this
+    second (its share is full size: a refill would not change it)."""
+    return (slot is None or slot.available < hold or (owner.max_calls is not None and slot.permits < 1)
+            or (owner.cps_limit is not None and slot.share < SHARE))
 
 
 # --- the rebalancer's plan (pure) ------------------------------------------------------------------
@@ -127,16 +181,22 @@ class SlotMove:
     refill: Decimal = ZERO
     recall: Decimal = ZERO
     claim: bool = False
+    permits: int = 0                 # free call permits given (> 0) or taken back (< 0)
+    share: int = 0                   # CPS share given (> 0) or taken back (< 0)
+    register: bool = False           # list the slot in the owner's registry (a refill of an empty slot)
 
     def slot_change(self) -> SlotChange:
-        # A sweep never fails: calls only add to spent. A recall takes only what is still available.
+        # A sweep never fails: calls only add to spent. A recall takes only what is still available
+        # (and only free permits; a share is the rebalancer's alone to change).
         return SlotChange(self.distance, self.owner, available=self.refill - self.recall, spent=-self.sweep,
                           min_available=self.recall - self.refill if self.recall > self.refill else None,
-                          min_spent=self.sweep if self.sweep else None, claim=self.claim)
+                          min_spent=self.sweep if self.sweep else None, claim=self.claim,
+                          permits=self.permits, min_permits=-self.permits if self.permits < 0 else None,
+                          share=self.share)
 
     @property
     def empty(self) -> bool:
-        return not (self.sweep or self.refill or self.recall or self.claim)
+        return not (self.sweep or self.refill or self.recall or self.claim or self.permits or self.share)
 
 
 @dataclass(frozen=True)
@@ -146,52 +206,87 @@ class OwnerChange:
     held: Decimal
     available: Decimal
     min_available: Optional[Decimal]
+    active_calls: int = 0                     # permits lent (+) or taken back (-)
+    max_active_calls: Optional[int] = None    # guard: active_calls before may not exceed this
+    cps_lent: int = 0                         # CPS shares lent (+) or taken back (-)
+    max_cps_lent: Optional[int] = None        # guard: cps_lent before may not exceed this
 
 
-def owner_change(moves: Sequence[SlotMove]) -> OwnerChange:
+def owner_change(moves: Sequence[SlotMove], owner: Optional[Account] = None) -> OwnerChange:
+    """``owner`` (as read) gives the limits a lending batch is guarded by (DynamoDB compares, it cannot
+    add: the limit less what is lent is computed here)."""
     sweep = sum((m.sweep for m in moves), ZERO)
     refill = sum((m.refill for m in moves), ZERO)
     recall = sum((m.recall for m in moves), ZERO)
+    permits = sum(m.permits for m in moves)
+    shares = sum(m.share for m in moves)
     need = refill - recall
+    max_calls = owner.max_calls if owner is not None else None
+    cps_limit = owner.cps_limit if owner is not None else None
     return OwnerChange(balance=-sweep, held=refill - recall - sweep, available=-need,
-                       min_available=need if need > ZERO else None)
+                       min_available=need if need > ZERO else None,
+                       active_calls=permits, cps_lent=shares,
+                       max_active_calls=max_calls - permits if permits > 0 and max_calls is not None else None,
+                       max_cps_lent=cps_limit - shares if shares > 0 and cps_limit is not None else None)
+
+
+def _empty(slot: Slot) -> bool:
+    """Nothing in it for its owner: a refill must (re-)list it in the owner's registry, which the idle
+    and dry passes read; a slot with something in it is listed already (an entry is forgotten only
+    after its slot has been empty for a day)."""
+    return (slot.owner is None or (slot.available <= ZERO and not slot.spent and slot.permits <= 0
+                                   and slot.share <= 0))
+
+
+def _taken_back(owner_id: str, client_id: str, slot: Slot) -> SlotMove:
+    """Everything a slot holds for its owner that no call is using: available money, free permits, the
+    share; and its spent money swept."""
+    return SlotMove(client_id, slot.distance, owner_id, sweep=slot.spent, recall=max(ZERO, slot.available),
+                    permits=-max(0, slot.permits), share=-max(0, slot.share))
 
 
 def plan_owner(owner: Account, wanted: Sequence[Tuple[str, Slot]], others: Sequence[Tuple[str, Slot]],
                recall_all: bool = False) -> Tuple[List[SlotMove], bool]:
     """Refill the slots that asked (``wanted``: client id, its slot for this owner) and sweep their
-    spent money, but only from plenty: the owner must keep at least as much as it gives (RESERVE). An
-    owner that cannot, or is not active, is *dry*: it refills nothing and recalls the available money
-    of its other slots (``others``), so its last funds are spent through its own item, where every hold
+    spent money, but only from plenty: the owner must keep at least as much as it gives (RESERVE) of its
+    money, and of its free call permits and unlent CPS where it has those limits. An owner that cannot,
+    or is not active, is *dry*: it refills nothing and takes back its other slots' (``others``) money,
+    permits and shares, so its last funds (and calls) are spent through its own item, where every hold
     is an exact conditional write (the 95% of the issue: nothing is stranded in idle slots).
 
     Returns the moves and whether the owner was dry."""
     moves: List[SlotMove] = []
-    asks = [(client_id, slot, max(ZERO, REFILL_HOLDS * slot.need - slot.available))   # a late bill may leave it < 0
+    asks = [(client_id, slot, max(ZERO, REFILL_HOLDS * slot.need - slot.available),   # a late bill may leave it < 0
+             max(0, REFILL_PERMITS - slot.permits) if owner.max_calls is not None else 0,
+             max(0, SHARE - slot.share) if owner.cps_limit is not None else 0)
             for client_id, slot in wanted]
-    total = sum((a for _, _, a in asks), ZERO)
+    money = sum((a[2] for a in asks), ZERO)
+    permits = sum(a[3] for a in asks)
+    shares = sum(a[4] for a in asks)
     stop = recall_all or owner.status != ACTIVE
-    dry = stop or total * (1 + RESERVE) > max(ZERO, owner.available)
-    for client_id, slot, ask in asks:
+    dry = (stop or money * (1 + RESERVE) > max(ZERO, owner.available)
+           or (owner.max_calls is not None and permits * (1 + RESERVE) > owner.max_calls - owner.active_calls)
+           or (owner.cps_limit is not None and shares * (1 + RESERVE) > owner.cps_limit - owner.cps_lent))
+    for client_id, slot, ask, permit_ask, share_ask in asks:
         if stop and slot.owner is not None:
-            moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent,
-                                  recall=max(ZERO, slot.available)))
+            moves.append(_taken_back(owner.id, client_id, slot))
         elif not dry:
+            gives = bool(ask or permit_ask or share_ask)
             moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent, refill=ask,
-                                  claim=bool(ask)))
+                                  claim=gives, permits=permit_ask, share=share_ask,
+                                  register=gives and _empty(slot)))
         elif slot.owner is not None and slot.spent:
             moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent))
     if dry:
         for client_id, slot in others:
-            if slot.owner == owner.id and (slot.available > ZERO or slot.spent):
-                moves.append(SlotMove(client_id, slot.distance, owner.id, sweep=slot.spent,
-                                      recall=max(ZERO, slot.available)))
+            if slot.owner == owner.id and (slot.available > ZERO or slot.spent or slot.permits > 0 or slot.share > 0):
+                moves.append(_taken_back(owner.id, client_id, slot))
     return [m for m in moves if not m.empty], dry
 
 
 def plan_idle(owner_id: str, client_id: str, slot: Slot) -> Optional[SlotMove]:
     """A slot no call has used for IDLE_AFTER seconds gives its escrow back (and its spent is swept)."""
-    move = SlotMove(client_id, slot.distance, owner_id, sweep=slot.spent, recall=max(ZERO, slot.available))
+    move = _taken_back(owner_id, client_id, slot)
     return None if move.empty else move
 
 

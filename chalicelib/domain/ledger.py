@@ -117,11 +117,14 @@ class BalanceChange:
     credit_was: Optional[Decimal] = None
     what: str = "funds"              # what a refusal of this change means (for the caller's answer)
     slots: Tuple[SlotChange, ...] = ()   # escrow slots on this (client's) item: domain.escrow
+    cps_lent: int = 0                    # CPS shares lent to escrow slots (the rebalancer)
+    max_active_calls: Optional[int] = None   # guards of a lending rebalance: active_calls and cps_lent
+    max_cps_lent: Optional[int] = None       # before may not exceed these (the limit less what it lends)
     counters: Tuple[CounterChange, ...] = ()   # CPS and spend counters on this item: domain.counters
 
     @property
     def empty(self) -> bool:
-        return not (self.balance or self.held or self.credit_limit or self.available or self.active_calls
+        return not (self.balance or self.held or self.credit_limit or self.available or self.active_calls or self.cps_lent
                     or any(not s.empty for s in self.slots) or bool(self.counters))
 
 
@@ -182,18 +185,23 @@ def _merged(changes: List[BalanceChange], client_id: str, slots: List[SlotChange
 
 
 def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now: Optional[int] = None,
-          counters: Counted = ()) -> List[BalanceChange]:
-    """Authorize, every level: its own item's hold, or its slot's (``Level.escrow``) on the client's item,
-    with the refill requests (domain.escrow.place) on the client's item too, and the counters it counts
-    against (domain.counters.reserved) on their items."""
+          counters: Counted = (), fresh: Sequence[int] = ()) -> List[BalanceChange]:
+    """Authorize, every level: its own item's hold, or its slot's (``Level.escrow``) on the client's item
+    (with a call permit and a CPS start where the owner has those limits; ``fresh``: the slots whose CPS
+    counter starts a new second), with the refill requests (domain.escrow.place) on the client's item
+    too, and the counters it counts against (domain.counters.reserved) on their items."""
     client_id = levels[0].account_id
     changes, slots = [], []
     for level in levels:
         if not level.charged:
             continue
         if level.escrow:
+            permit = level.max_calls is not None
             slots.append(SlotChange(level.escrow, level.account_id, available=-level.hold,
-                                    min_available=level.hold, used_at=now))
+                                    min_available=level.hold, used_at=now,
+                                    permits=-1 if permit else 0, min_permits=1 if permit else None,
+                                    start=now if level.cps_limit is not None else None,
+                                    new_second=level.escrow in fresh))
         else:
             changes.append(hold(level))
     for distance, owner, need in wants:
@@ -217,7 +225,8 @@ def debits(levels: Sequence, charges: Sequence, was_held: bool, counters: Counte
             # A late bill (the hold was already released) asks the rebalancer to look at the slot: its
             # registry entry may be gone, and its spent must still be swept.
             slots.append(SlotChange(level.escrow, level.account_id, available=c.hold - c.net, spent=c.net,
-                                    want=None if was_held else ZERO))
+                                    want=None if was_held else ZERO,
+                                    permits=1 if was_held and level.max_calls is not None else 0))
         else:
             changes.append(debit(level, c, was_held))
     return _merged(changes, client_id, slots, counters)
@@ -231,7 +240,8 @@ def releases(levels: Sequence, counters: Counted = ()) -> List[BalanceChange]:
         if not level.charged:
             continue
         if level.escrow:
-            slots.append(SlotChange(level.escrow, level.account_id, available=level.hold))
+            slots.append(SlotChange(level.escrow, level.account_id, available=level.hold,
+                                    permits=1 if level.max_calls is not None else 0))
         else:
             changes.append(release(level))
     return _merged(changes, client_id, slots, counters)

@@ -102,7 +102,7 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
             log.error("call %s: broken account tree: %s", request.call_id, exc)
             return deny(authz.ACCOUNT_UNKNOWN)
         rates = price_chain(chain, snap.tariffs, snap.books, number, iso(now))
-        decision = decide(chain, rates, snap.usage, settings)
+        decision = decide(chain, rates, snap.usage, settings, now)
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
             return Denied(decision.reason, decision.account_id, retries=attempt - (1 if refreshed else 0))
@@ -142,5 +142,5 @@ def _call_record(request: AuthorizeRequest, route: Route, number: str, grant: Gr
         destination=request.destination, number=number, caller_id=request.caller_id, authorized_at=now,
         max_duration=grant.max_duration, expires_at=now + grant.max_duration + grace,
         levels=grant.levels, answer=answer, switch_id=switch_id, wants=grant.wants,
-        counters=tuple(reserved(grant.levels, chain, now, grant.max_duration)),
+        counters=tuple(reserved(grant.levels, chain, now, grant.max_duration)), fresh=grant.fresh,
     )

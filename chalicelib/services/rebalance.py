@@ -20,7 +20,7 @@ escrow is back within one tick of the request; idle escrow within IDLE_AFTER + I
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Protocol, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from chalicelib.domain.accounts import Account
 from chalicelib.domain.escrow import (IDLE_AFTER, Slot, SlotMove, owner_change, pending_wants, plan_idle,
@@ -48,7 +48,7 @@ class EscrowStore(Protocol):
     def forget_slots(self, owner_id: str, client_ids: Sequence[str]) -> None: ...
     def touch_slots(self, owner_id: str, entries: Sequence[Tuple[str, int, int]]) -> None: ...
     def apply_moves(self, owner_id: str, moves: Sequence[SlotMove], change, now: int,
-                    clear_wants: Sequence[str] = ()) -> List[SlotMove]: ...
+                    clear_wants: Sequence[str] = (), list_owner: bool = True) -> List[SlotMove]: ...
 
 
 @dataclass
@@ -78,13 +78,15 @@ def rebalance(store: EscrowStore, now: int, idle: bool = False) -> Report:
     unserved = set(wanting) - {c for reqs in wanted.values() for c, _ in reqs}
     if unserved:
         store.clear_wants(sorted(unserved))
-    recalls = {owner: at for owner, at in store.escrow_owners() if at}
+    listed = dict(store.escrow_owners())
+    recalls = {owner: at for owner, at in listed.items() if at}
     owners = store.accounts(sorted(set(wanted) | set(recalls)))
     for owner_id in sorted(set(wanted) | set(recalls)):
         owner = owners.get(owner_id)
         if owner is None:
             continue
-        _serve_owner(store, owner, wanted.get(owner_id, []), owner_id in recalls, now, report)
+        _serve_owner(store, owner, wanted.get(owner_id, []), owner_id in recalls, now, report,
+                     listed=owner_id in listed)
         if owner_id in recalls:
             store.clear_recall(owner_id, recalls[owner_id])
     if idle:
@@ -98,7 +100,7 @@ def rebalance(store: EscrowStore, now: int, idle: bool = False) -> Report:
 
 
 def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slot]], recall_all: bool,
-                 now: int, report: Report) -> None:
+                 now: int, report: Report, listed: bool = False) -> None:
     moves, dry = plan_owner(owner, wanted, (), recall_all=recall_all)
     if dry:
         report.dry.append(owner.id)
@@ -114,7 +116,7 @@ def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slo
     idle_asks = asked - {m.client_id for m in moves}
     if idle_asks:
         store.clear_wants(sorted(idle_asks))     # nothing to give (a suspended owner): drop the request
-    _apply(store, owner.id, moves, now, asked, report)
+    _apply(store, owner.id, moves, now, asked, report, owner, listed)
 
 
 def _slots(store: EscrowStore, owner_id: str, exclude: Set[str] = frozenset(),
@@ -153,19 +155,22 @@ def _recall_idle(store: EscrowStore, now: int, report: Report) -> None:
 
 
 def _apply(store: EscrowStore, owner_id: str, moves: List[SlotMove], now: int, clear: Set[str],
-           report: Report) -> None:
+           report: Report, owner: Optional[Account] = None, listed: bool = True) -> None:
+    """``owner`` as read, when the moves may lend it (refills): its limits guard the lending. ``listed``:
+    the owner is in the owners' list already (read this pass), so no refill writes that hot item."""
     for i in range(0, len(moves), MOVES_PER_TRANSACTION):
         batch = moves[i:i + MOVES_PER_TRANSACTION]
-        refused = store.apply_moves(owner_id, batch, owner_change(batch), now,
-                                    clear_wants=[m.client_id for m in batch if m.client_id in clear])
+        refused = store.apply_moves(owner_id, batch, owner_change(batch, owner), now,
+                                    clear_wants=[m.client_id for m in batch if m.client_id in clear],
+                                    list_owner=not listed)
         if refused:
             # A call moved a slot, or the owner spent, between our read and our write: apply the rest
             # now (one more try) and leave the refused ones to the next pass, which reads them afresh.
             report.refused += len(refused)
             rest = [m for m in batch if m not in refused]
             if rest and len(rest) < len(batch) and not store.apply_moves(
-                    owner_id, rest, owner_change(rest), now,
-                    clear_wants=[m.client_id for m in rest if m.client_id in clear]):
+                    owner_id, rest, owner_change(rest, owner), now,
+                    clear_wants=[m.client_id for m in rest if m.client_id in clear], list_owner=not listed):
                 report.add(rest)
         else:
             report.add(batch)

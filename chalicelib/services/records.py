@@ -85,6 +85,7 @@ class CallRecord:
     switch_id: Optional[str] = None   # the key id of the switch that authorized it (None: recorded before calls carried it)
     wants: tuple = ()                 # escrow refill requests to write with the holds (not stored)
     counters: tuple = ()              # (account id, domain.counters.CounterChange) to write with them (not stored)
+    fresh: tuple = ()                 # escrow slots whose CPS counter the holds start afresh (not stored)
 
     def visible_to(self, switch_id: Optional[str]) -> bool:
         """A switch sees only the calls it authorized itself (all keys of one switch id alike)."""

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from chalicelib.adapters.dynamo.store import DynamoStore
+from chalicelib.domain.escrow import REFILL_PERMITS, SHARE
 from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call, Authorized, Denied
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.rebalance import rebalance
@@ -26,35 +27,45 @@ def dial(store, sip, call_id, number="15551230001", key=DEMO_KEY, at=NOW):
     return authorize_call(store, AuthorizeRequest(sip, number, call_id), key_hash(key), clock(at))
 
 
-def test_a_slot_carries_the_upper_levels_so_a_call_writes_neither_reseller_above_the_limited_one(demo):
+def test_slots_carry_every_reseller_so_a_steady_call_writes_only_the_client_item(demo):
     store = DynamoStore()
     first = dial(store, "1001", "e-1")
     assert isinstance(first, Authorized)
     levels = {l.account_id: l for l in store.find_call("e-1", None)[0].levels}
-    # borealis and atlas have no per-call limits: escrowable; cumulus (max_calls, cps) and acme are exact
+    # A client's first call: no slot yet, every reseller holds on its own item and asks for escrow
+    # (cumulus too: its concurrent-call and CPS limits are escrowed as permits and a share)
     assert [levels[a].escrow for a in ("acme", "cumulus", "borealis", "atlas")] == [0, 0, 0, 0]
     acme = account("acme")
-    assert acme.want is not None and acme.e2w == "borealis" and acme.e3w == "atlas"
+    assert acme.want is not None and (acme.e1w, acme.e2w, acme.e3w) == ("cumulus", "borealis", "atlas")
     assert acme.e2n == levels["borealis"].hold and acme.e3n == levels["atlas"].hold
 
     report = rebalance(store, NOW)
-    assert report.refilled == 2 and report.dry == []
+    assert report.refilled == 3 and report.dry == []
     acme = account("acme")
     assert acme.want is None and acme.e2w is None
+    assert acme.e1o == "cumulus" and acme.e1a == 4 * levels["cumulus"].hold
+    assert (acme.e1c, acme.e1r) == (REFILL_PERMITS, SHARE)          # 2 call permits, 1 call a second
+    cumulus = account("cumulus")
+    assert cumulus.active_calls == 1 + REFILL_PERMITS and cumulus.cps_lent == SHARE   # e-1 + what is lent
     assert acme.e2o == "borealis" and acme.e2a == 4 * levels["borealis"].hold
     assert acme.e3o == "atlas" and acme.e3a == 4 * levels["atlas"].hold
     assert account("borealis").held == 5 * levels["borealis"].hold      # its own hold + the slot
 
     complete_call(store, "e-1", 60, "ANSWERED", key_hash(DEMO_KEY), clock(NOW + 61))
-    upper = money_snapshot(["borealis", "atlas"])
+    upper = money_snapshot(["cumulus", "borealis", "atlas"])
+    upper_items = {a: account(a).attribute_values for a in ("cumulus", "borealis", "atlas")}
     second = dial(store, "1001", "e-2", at=NOW + 100)
     assert isinstance(second, Authorized)
     placed = {l.account_id: l.escrow for l in store.find_call("e-2", None)[0].levels}
-    assert placed == {"acme": 0, "cumulus": 0, "borealis": 2, "atlas": 3, "admin": 0}
+    assert placed == {"acme": 0, "cumulus": 1, "borealis": 2, "atlas": 3, "admin": 0}
+    acme = account("acme")
+    assert acme.e1c == REFILL_PERMITS - 1 and (acme.e1t, acme.e1q) == (str(NOW + 100), 1)
     result = complete_call(store, "e-2", 90, "ANSWERED", key_hash(DEMO_KEY), clock(NOW + 200))
-    assert money_snapshot(["borealis", "atlas"]) == upper          # neither item was written
+    assert money_snapshot(["cumulus", "borealis", "atlas"]) == upper
+    assert {a: account(a).attribute_values for a in upper_items} == upper_items    # no reseller item written
     charged = {l["account_id"]: Decimal(l["charged"]) for l in result["levels"]}
     acme = account("acme")
+    assert acme.e1c == REFILL_PERMITS                                 # the permit came back
     assert acme.e2s == charged["borealis"] and acme.e3s == charged["atlas"]
     assert acme.e2a == 4 * levels["borealis"].hold - charged["borealis"]
     assert_ledger_invariant(ALL_DEMO)        # counts the unswept spent against each owner
@@ -63,18 +74,19 @@ def test_a_slot_carries_the_upper_levels_so_a_call_writes_neither_reseller_above
     assert account("acme").e2u == NOW + 100
     report = rebalance(store, NOW + 350, idle=True)
     assert report.recalled == 0 and account("acme").e2a == 4 * levels["borealis"].hold - charged["borealis"]
-    # Idle: IDLE_AFTER after their last use the slots give their money back and the spent money is swept
+    # Idle: IDLE_AFTER after their last use the slots give their money, permits and share back and the
+    # spent money is swept
     report = rebalance(store, NOW + 10_000, idle=True)
-    assert report.recalled == 2 and report.swept == 2
+    assert report.recalled == 3 and report.swept == 3
     acme = account("acme")
-    assert (acme.e2a, acme.e2s, acme.e3a, acme.e3s) == (0, 0, 0, 0)
+    assert (acme.e2a, acme.e2s, acme.e3a, acme.e3s, acme.e1c, acme.e1r) == (0, 0, 0, 0, 0, 0)
     assert escrow_slots("borealis") == [("acme", 2)]       # kept: a call held from it may still complete
     assert_ledger_invariant(ALL_DEMO)
     rebalance(store, NOW + 200_000, idle=True)              # empty for longer than REGISTRY_KEEP: forgotten
-    assert escrow_slots("borealis") == [] and escrow_slots("atlas") == []
-    for a in ("borealis", "atlas"):
+    assert escrow_slots("borealis") == [] and escrow_slots("atlas") == [] and escrow_slots("cumulus") == []
+    for a in ("cumulus", "borealis", "atlas"):
         item = account(a)
-        assert item.held == 0 and item.active_calls == 0
+        assert item.held == 0 and item.active_calls == 0 and not item.cps_lent
 
 
 # --- races: the rebalancer refilling and recalling while calls hold -------------------------------
@@ -208,3 +220,65 @@ def test_a_suspension_mid_burst_stops_grants_through_escrow_and_brings_the_escro
     rebalance(store, NOW + 10_000, idle=True)
     assert account("r").held == 0
     assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])
+
+
+# --- limits escrowed: call permits and CPS shares racing the calls -------------------------------
+
+def limited_seed(**limits):
+    seed = race_seed(holds=CLIENTS * 10)           # money is plenty: only the limit refuses
+    r = next(a for a in seed["accounts"] if a["id"] == "r")
+    r.update(limits)
+    return seed
+
+
+def slots_of_r(store):
+    return [s for c in range(CLIENTS) for s in store.accounts([f"c{c}"])[f"c{c}"].escrow if s.owner == "r"]
+
+
+def burst_with_escrowed_limit(store, digest):
+    # Two clients hold escrow (money, 2 permits and a CPS share each) before the burst
+    for i in range(2):
+        assert isinstance(authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"warm-{i}"), digest,
+                                         clock(NOW - 10)), Authorized)
+        complete_call(store, f"warm-{i}", 0, "NO ANSWER", digest, clock(NOW - 9))
+    assert rebalance(store, NOW - 9).refilled == 2
+    assert all(s.permits == REFILL_PERMITS or s.share == SHARE for s in slots_of_r(store))
+    with Rebalancer(store) as rebalancer:
+        answers = race(lambda i: authorize_call(
+            store, AuthorizeRequest(f"s{i}", "15551230001", f"burst-{i}"), digest, clock()), CLIENTS)
+    assert rebalancer.ticks > 0
+    return answers
+
+
+def test_a_concurrent_call_limit_escrowed_as_permits_is_never_exceeded_under_a_burst(aws):
+    load(limited_seed(max_calls=12))
+    store, digest = DynamoStore(), key_hash(KEY)
+    answers = burst_with_escrowed_limit(store, digest)
+    granted = [a for a in answers if isinstance(a, Authorized)]
+    assert {a.reason for a in answers if isinstance(a, Denied)} == {"concurrent_calls_limit"}
+    # r's active_calls = its own calls in flight + every slot's free permits + the calls held from slots
+    free = sum(s.permits for s in slots_of_r(store))
+    assert account("r").active_calls == len(granted) + free <= 12
+    # A call may have been refused while permits sat in slots the rebalancer then took back (the limit
+    # is conservative, never exceeded). Once they are back, the refused clients get exactly the rest.
+    store.request_recall("r", NOW)
+    rebalance(store, NOW)
+    assert account("r").active_calls == len(granted) and sum(s.permits for s in slots_of_r(store)) == 0
+    denied = [i for i, a in enumerate(answers) if isinstance(a, Denied)]
+    retried = race(lambda j: authorize_call(
+        store, AuthorizeRequest(f"s{denied[j]}", "15551230001", f"retry-{denied[j]}"), digest, clock(NOW + 1)),
+        len(denied))
+    assert len(granted) + sum(isinstance(a, Authorized) for a in retried) == 12
+
+
+def test_a_cps_limit_escrowed_as_shares_is_never_exceeded_in_a_second(aws):
+    load(limited_seed(cps_limit=8))
+    store, digest = DynamoStore(), key_hash(KEY)
+    answers = burst_with_escrowed_limit(store, digest)
+    granted = [a for a in answers if isinstance(a, Authorized)]
+    assert {a.reason for a in answers if isinstance(a, Denied)} == {"cps_limit"}
+    r = account("r")
+    own = int(r.cps_n) if r.cps_at == str(NOW) else 0
+    from_slots = sum(s.started for s in slots_of_r(store) if s.second == NOW)
+    assert len(granted) == own + from_slots <= 8
+    assert own <= 8 - int(r.cps_lent or 0)          # the item starts only what it did not lend

@@ -3,7 +3,7 @@ Counted at PynamoDB's single exit to botocore, so every request is seen."""
 import pytest
 from pynamodb.connection.base import Connection
 
-from chalicelib.adapters.dynamo.models import AccountItem
+from chalicelib.adapters.dynamo.models import IdentityItem
 from chalicelib.adapters.dynamo.store import DynamoStore
 from chalicelib.services.authorize_call import AuthorizeRequest
 from tests.integration.helpers import authorize_http as authorize_call
@@ -35,7 +35,11 @@ def test_authorize_takes_three_round_trips_and_complete_two(demo, calls):
 
 def test_a_stale_route_costs_extra_reads_once_then_the_budget_is_back(demo, calls):
     store, digest = DynamoStore(), key_hash(DEMO_KEY)
-    AccountItem.get("ACC#cumulus", "#").update(actions=[AccountItem.cps_limit.remove()])
+    # The route cached on the caller's identity names a tariff cumulus no longer has (as after a change)
+    identity = IdentityItem.get("ID#1001", "#")
+    route = identity.route
+    route["chain"][1][1] = "a-tariff-since-replaced"
+    identity.update(actions=[IdentityItem.route.set(route)])
     calls.clear()
     assert authorize_call(store, AuthorizeRequest("1001", "15551230001", "s1@x"), digest).status == 200
     assert len(calls) > 3 and calls[-1] == "TransactWriteItems"   # walked the tree, then repaired the cache

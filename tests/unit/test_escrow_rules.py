@@ -3,8 +3,8 @@ from decimal import Decimal
 
 from chalicelib.domain.accounts import Account
 from chalicelib.domain.authorization import Level
-from chalicelib.domain.escrow import (REFILL_HOLDS, Slot, SlotMove, escrowable, funds, owner_change, place,
-                                      plan_owner)
+from chalicelib.domain.escrow import (REFILL_HOLDS, REFILL_PERMITS, Slot, SlotMove, escrowable, funds, owner_change,
+                                      place, plan_idle, plan_owner)
 from chalicelib.domain.ledger import debits, holds, releases
 from chalicelib.domain.settlement import settle
 from chalicelib.domain.tariffs import Rate
@@ -26,37 +26,40 @@ def levels(hold=D("6")):
             for a, r in (("c", "client"), ("sub", "reseller"), ("top", "reseller"), ("admin", "admin"))]
 
 
-def test_only_unlimited_early_guarded_resellers_escrow():
+NOW = 1_796_000_000
+
+
+def test_early_guarded_resellers_without_spend_limits_escrow():
     c = chain()
     assert escrowable(c[2], levels()[2])
-    assert not escrowable(c[1], levels()[1])                       # max_calls: exact on its own item
+    assert escrowable(c[1], levels()[1])                           # max_calls: escrowed as call permits
     assert not escrowable(c[0], levels()[0])                       # the client is its own item anyway
-    assert not escrowable(chain(cps_limit=5)[2], levels()[2])
-    assert not escrowable(chain(daily_limit=D("5"))[2], levels()[2])
+    assert escrowable(chain(cps_limit=5)[2], levels()[2])          # CPS: escrowed as a share
+    assert not escrowable(chain(daily_limit=D("5"))[2], levels()[2])   # spend limits stay exact on the item
 
 
 def test_a_slot_that_covers_the_whole_hold_takes_it_and_asks_for_more_when_it_would_not_cover_another():
-    placed, wants = place(chain("10"), levels())
+    placed, wants, _ = place(chain("10"), levels(), NOW)
     assert [l.escrow for l in placed] == [0, 0, 2, 0]
-    assert wants == ((2, "top", D("6")),)                          # 10 - 6 < 6
-    placed, wants = place(chain("12"), levels())
-    assert placed[2].escrow == 2 and wants == ()
+    assert (2, "top", D("6")) in wants                              # 10 - 6 < 6
+    placed, wants, _ = place(chain("12"), levels(), NOW)
+    assert placed[2].escrow == 2 and all(w[0] != 2 for w in wants)
 
 
 def test_a_slot_too_small_leaves_the_hold_on_the_owner_item_never_split():
-    placed, wants = place(chain("5"), levels())
-    assert placed[2].escrow == 0 and wants == ((2, "top", D("6")),)
+    placed, wants, _ = place(chain("5"), levels(), NOW)
+    assert placed[2].escrow == 0 and (2, "top", D("6")) in wants
 
 
 def test_funds_are_the_larger_of_the_own_available_and_the_slot_so_escrow_never_shortens_a_call():
-    assert funds(chain("30", top_available=D("10")), 2, levels()[2]) == D("30")
-    assert funds(chain("3", top_available=D("10")), 2, levels()[2]) == D("10")
-    assert funds(chain("30"), 1, levels()[1]) == D("50")           # sub is not escrowable
+    assert funds(chain("30", top_available=D("10")), 2, levels()[2], NOW) == D("30")
+    assert funds(chain("3", top_available=D("10")), 2, levels()[2], NOW) == D("10")
+    assert funds(chain("30"), 1, levels()[1], NOW) == D("50")      # sub has no slot on this client
 
 
 def test_hold_debit_and_release_of_an_escrowed_level_touch_only_the_client_item():
-    placed, wants = place(chain("10"), levels())
-    changes = holds(placed, wants)
+    placed, wants, fresh = place(chain("10"), levels(), NOW)
+    changes = holds(placed, wants, NOW, (), fresh)
     assert [c.account_id for c in changes] == ["c", "sub"]
     slot = changes[0].slots[0]
     assert (slot.distance, slot.owner, slot.available, slot.min_available, slot.want) == (2, "top", D("-6"), D("6"), D("6"))
@@ -69,7 +72,7 @@ def test_hold_debit_and_release_of_an_escrowed_level_touch_only_the_client_item(
 
 
 def test_a_late_bill_from_a_slot_asks_the_rebalancer_to_sweep_it():
-    placed, _ = place(chain("10"), levels())
+    placed, _, _ = place(chain("10"), levels(), NOW)
     late = debits(placed, settle(placed, 60, "ANSWERED", hold_released=False), was_held=False)
     assert late[0].slots[0].want == 0 and late[0].slots[0].available == D("-1.20")
 
@@ -103,3 +106,87 @@ def test_a_suspended_owner_refills_nothing_and_recalls_everything():
     moves, dry = plan_owner(owner(status="suspended"), asks, [("x", Slot(2, "top", available=D("5")))])
     assert dry and all(m.refill == 0 and not m.claim for m in moves)
     assert sorted((m.client_id, m.recall) for m in moves) == [("c", D("3")), ("x", D("5"))]
+
+
+# --- levels with a concurrent-call or CPS limit escrow call permits and a CPS share with their money --
+
+def limited_chain(slot: Slot, **sub):
+    sub.setdefault("max_calls", 10)
+    return [Account("c", "client", "sub", "t", balance=D("50"), escrow=(slot,)),
+            Account("sub", "reseller", "top", "t", balance=D("50"), **sub),
+            Account("top", "reseller", "admin", "t", balance=D("100")),
+            Account("admin", "admin", None, "t")]
+
+
+def limited_levels(chain_, hold=D("6")):
+    return [Level(a.id, a.role, RATE, charged=a.role != "admin", hold=hold if a.role != "admin" else D(0),
+                  max_calls=a.max_calls if a.role != "admin" else None,
+                  cps_limit=a.cps_limit if a.role != "admin" else None) for a in chain_]
+
+
+def test_a_call_from_a_slot_takes_a_free_permit_and_gives_it_back_when_it_ends():
+    c = limited_chain(Slot(1, "sub", available=D("30"), permits=1))
+    placed, wants, _ = place(c, limited_levels(c), NOW)
+    assert placed[1].escrow == 1
+    assert (1, "sub", D("6")) in wants                             # its last permit: ask for more
+    slot = holds(placed, wants, NOW)[0].slots[0]
+    assert (slot.distance, slot.permits, slot.min_permits) == (1, -1, 1)
+    charges = settle(placed, 60, "ANSWERED")
+    assert debits(placed, charges, was_held=True)[0].slots[0].permits == 1
+    assert releases(placed)[0].slots[0].permits == 1
+    # a late bill after the sweeper released the call: its permit was already given back
+    late = settle(placed, 60, "ANSWERED", hold_released=False)
+    assert debits(placed, late, was_held=False)[0].slots[0].permits == 0
+
+
+def test_a_slot_without_a_free_permit_is_not_used_the_owner_item_takes_the_call_and_asks_for_permits():
+    c = limited_chain(Slot(1, "sub", available=D("30"), permits=0))
+    placed, wants, _ = place(c, limited_levels(c), NOW)
+    assert placed[1].escrow == 0 and (1, "sub", D("6")) in wants
+
+
+def test_a_full_owner_item_still_grants_from_a_slot_with_a_permit_and_denies_without_one():
+    from chalicelib.domain.authorization import CONCURRENT_CALLS_LIMIT, Denial, decide
+    from chalicelib.domain.accounts import TreeSettings
+    rates = [RATE] * 4
+    full = limited_chain(Slot(1, "sub", available=D("30"), permits=1), active_calls=10)
+    grant = decide(full, rates, {}, TreeSettings(), NOW)
+    assert grant.levels[1].escrow == 1
+    # the slot's money is all the level may hold: the owner item takes no more calls
+    assert grant.max_duration == 30 * 60 // D("1.20")
+    empty = limited_chain(Slot(1, "sub", available=D("30"), permits=0), active_calls=10)
+    assert decide(empty, rates, {}, TreeSettings(), NOW) == Denial(CONCURRENT_CALLS_LIMIT, "sub")
+
+
+def test_a_cps_share_admits_its_calls_per_second_and_the_owner_item_keeps_the_unlent_rest():
+    from chalicelib.domain.authorization import CPS_LIMIT, Denial, Usage, decide
+    from chalicelib.domain.accounts import TreeSettings
+    rates = [RATE] * 4
+    # GIVEN sub may start 2 calls a second, 1 of them lent as this client's share
+    used = limited_chain(Slot(1, "sub", available=D("30"), share=1, second=NOW, started=1),
+                         max_calls=None, cps_limit=2, cps_lent=1)
+    # WHEN the share is used up this second and the item already started its 1
+    assert decide(used, rates, {"sub": Usage(calls_this_second=1)}, TreeSettings(), NOW) == Denial(CPS_LIMIT, "sub")
+    # THEN a new second starts the slot's counter afresh
+    grant = decide(used, rates, {"sub": Usage(calls_this_second=1)}, TreeSettings(), NOW + 1)
+    assert grant.levels[1].escrow == 1 and grant.fresh == (1,)
+    slot = holds(grant.levels, grant.wants, NOW + 1, (), grant.fresh)[0].slots[0]
+    assert (slot.start, slot.new_second) == (NOW + 1, True)
+
+
+def test_refills_lend_permits_and_a_share_only_from_plenty_and_take_them_back_when_idle():
+    sub = Account("sub", "reseller", "top", "t", balance=D("100"), max_calls=10, active_calls=3,
+                  cps_limit=4, cps_lent=1)
+    ask = [("c", Slot(1, "sub", need=D("6"), wanted_by="sub"))]
+    moves, dry = plan_owner(sub, ask, [])
+    assert not dry and (moves[0].permits, moves[0].share) == (REFILL_PERMITS, 1)
+    change = owner_change(moves, sub)
+    assert (change.active_calls, change.max_active_calls, change.cps_lent, change.max_cps_lent) == (2, 8, 1, 3)
+    # 7 free permits cannot give 4 (2 clients x 2) and keep as many: dry, the other slot's permits come back
+    other = ("x", Slot(1, "sub", available=D("5"), permits=2, share=1))
+    two = ask + [("d", Slot(1, "sub", need=D("6"), wanted_by="sub"))]
+    busy = Account("sub", "reseller", "top", "t", balance=D("100"), max_calls=10, active_calls=4)
+    moves, dry = plan_owner(busy, two, [other])
+    assert dry and moves == [SlotMove("x", 1, "sub", recall=D("5"), permits=-2, share=-1)]
+    assert owner_change(moves).active_calls == -2 and owner_change(moves).max_active_calls is None
+    assert plan_idle("sub", "x", other[1]) == SlotMove("x", 1, "sub", recall=D("5"), permits=-2, share=-1)

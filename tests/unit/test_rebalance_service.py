@@ -43,7 +43,8 @@ class FakeStore:
     def touch_slots(self, owner_id, entries):
         pass
 
-    def apply_moves(self, owner_id, moves, change, now, clear_wants=()):
+    def apply_moves(self, owner_id, moves, change, now, clear_wants=(), list_owner=True):
+        self.listed_by_refill = list_owner
         self.applied += list(moves)
         return []
 
@@ -64,3 +65,14 @@ def test_a_dry_owner_registry_is_read_at_most_once_per_interval_but_a_recall_req
     store.recall_at = 3                                 # a suspension's recall request: read at once
     service.rebalance(store, 4)
     assert store.registry_reads == 3
+
+
+def test_an_owner_already_in_the_owners_list_is_not_written_again_and_only_empty_slots_are_registered():
+    store = FakeStore()
+    store.items["top"] = Account("top", "reseller", "admin", "t", balance=D("1000"))
+    store.items["c1"] = Account("c1", "client", "top", "t",
+                                escrow=(Slot(1, "top", available=D("2"), need=D("10"), wanted_by="top"),))
+    service.rebalance(store, 1_000)
+    moves = store.applied
+    assert len(moves) == 1 and moves[0].refill == D("38") and not moves[0].register     # listed already: a non-empty slot
+    assert store.listed_by_refill is False                           # "top" is in escrow_owners()

@@ -48,14 +48,20 @@ class DynamoEscrow:
             log.info("escrow: recall of %s re-requested meanwhile", owner_id)
 
     def apply_moves(self, owner_id: str, moves: Sequence[SlotMove], change: OwnerChange, now: int,
-                    clear_wants: Iterable[str] = ()) -> List[SlotMove]:
-        """One transaction: the owner's item, each client slot, the registry. Returns the moves refused
+                    clear_wants: Iterable[str] = (), list_owner: bool = True) -> List[SlotMove]:
+        """One transaction: the owner's item, each client slot, the registry entries of slots it fills from
+        empty, and the owner's entry in the owners' list (``list_owner``: the caller did not find it
+        there). Returns the moves refused
         (a call changed the slot meanwhile, or the owner's available fell): the whole transaction was
         then cancelled and nothing moved; the caller re-plans them."""
         tx = Tx()
+        lends = change.min_available is not None or change.max_active_calls is not None \
+            or change.max_cps_lent is not None
         tx.change(BalanceChange(owner_id, balance=change.balance, held=change.held, available=change.available,
-                                min_available=change.min_available,
-                                active_only=change.min_available is not None, what="escrow"), must_exist=True)
+                                active_calls=change.active_calls, cps_lent=change.cps_lent,
+                                min_available=change.min_available, max_active_calls=change.max_active_calls,
+                                max_cps_lent=change.max_cps_lent, active_only=lends, what="escrow"),
+                  must_exist=True)
         clear = set(clear_wants)
         for move in moves:
             actions, guards = slot_update(move.slot_change())
@@ -66,11 +72,11 @@ class DynamoEscrow:
             for g in guards:
                 condition = condition & g
             tx.update(("slot", move.client_id), AccountItem(*account_key(move.client_id)), actions, condition)
-            if move.refill:
+            if move.register:
                 # Kept after a recall too: calls held from the slot may still complete into it.
                 tx.put(("registry", move.client_id), EscrowItem(*escrow_key(owner_id, move.client_id),
                                                               distance=move.distance, at=now))
-        if any(m.refill for m in moves):
+        if list_owner and any(m.register for m in moves):
             tx.update(("owner_list", owner_id), EscrowOwnerItem(*escrow_owner_key(owner_id)),
                       [EscrowOwnerItem.kind.set(EscrowOwnerItem)])
         try:

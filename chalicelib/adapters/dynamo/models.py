@@ -185,6 +185,7 @@ class AccountItem(CoreItem, discriminator="account"):
     day_used = DecimalAttribute(null=True)
     month_at = UnicodeAttribute(null=True)
     month_used = DecimalAttribute(null=True)
+    cps_lent = NumberAttribute(null=True)           # CPS shares lent to escrow slots (domain.escrow)
     # Escrow (domain.escrow), on client items: slot k (1..ESCROW_SLOTS) holds money of the ancestor at
     # distance k: e<k>o owner id, e<k>a available, e<k>s spent not yet swept, e<k>u last used; a refill request sets
     # e<k>w (the owner it asks), e<k>n (the hold it needed) and ``want`` (the sparse ``wants`` index).
@@ -197,6 +198,10 @@ class AccountItem(CoreItem, discriminator="account"):
         locals()[f"e{_k}w"] = UnicodeAttribute(null=True)
         locals()[f"e{_k}n"] = DecimalAttribute(null=True)
         locals()[f"e{_k}u"] = NumberAttribute(null=True)      # last hold from the slot (epoch s): idle aging
+        locals()[f"e{_k}c"] = NumberAttribute(null=True)      # free call permits (owner with max_calls)
+        locals()[f"e{_k}r"] = NumberAttribute(null=True)      # CPS share (owner with cps_limit) ...
+        locals()[f"e{_k}t"] = UnicodeAttribute(null=True)     # ... the second its counter counts in
+        locals()[f"e{_k}q"] = NumberAttribute(null=True)      # ... calls started from it in that second
     del _k
 
 

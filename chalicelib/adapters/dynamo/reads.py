@@ -34,7 +34,7 @@ def to_account(item: AccountItem) -> Account:
         path=item.path or "", email=item.email, timezone=item.timezone or "UTC",
         billing_day=int(item.billing_day or 1), low_balance=item.low_balance,
         may_create=item.may_create or "nothing", created_at=item.created_at or "", closed_at=item.closed_at,
-        escrow=slots_of(item), counters=counters_of(item),
+        escrow=slots_of(item), counters=counters_of(item), cps_lent=int(item.cps_lent or 0),
     )
 
 
@@ -58,7 +58,9 @@ def slots_of(item: AccountItem) -> tuple:
             continue
         slots.append(Slot(distance=k, owner=owner, available=getattr(item, f"e{k}a") or ZERO,
                           spent=getattr(item, f"e{k}s") or ZERO, need=getattr(item, f"e{k}n") or ZERO,
-                          wanted_by=wanted_by, used_at=int(getattr(item, f"e{k}u") or 0)))
+                          wanted_by=wanted_by, used_at=int(getattr(item, f"e{k}u") or 0),
+                          permits=int(getattr(item, f"e{k}c") or 0), share=int(getattr(item, f"e{k}r") or 0),
+                          second=int(getattr(item, f"e{k}t") or 0), started=int(getattr(item, f"e{k}q") or 0)))
     return tuple(slots)
 
 

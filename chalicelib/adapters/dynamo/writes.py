@@ -77,6 +77,21 @@ def slot_update(sc: SlotChange):
         actions += [getattr(a, f"e{k}w").set(sc.owner), getattr(a, f"e{k}n").set(sc.want)]
     if sc.used_at is not None:
         actions.append(getattr(a, f"e{k}u").set(sc.used_at))
+    permits, share, second, started = (getattr(a, f"e{k}{x}") for x in "crtq")
+    if sc.permits:
+        actions.append(permits.add(sc.permits))
+    if sc.min_permits is not None:
+        conditions.append(permits >= sc.min_permits)
+    if sc.share:
+        actions.append(share.add(sc.share))
+    if sc.start is not None:
+        # Like domain.counters, but the limit is the slot's own share (attributes compare, never add).
+        if sc.new_second:
+            actions += [second.set(str(sc.start)), started.set(1)]
+            conditions += [second.does_not_exist() | (second < str(sc.start)), share >= 1]
+        else:
+            actions.append(started.add(1))
+            conditions += [second == str(sc.start), started < share]
     return actions, conditions
 
 
@@ -94,6 +109,13 @@ def counter_update(cc: CounterChange):
     return [value.add(number(cc.delta))], conditions
 
 
+def _lent_guard(cc: CounterChange) -> list:
+    a = AccountItem
+    if cc.lent_at_most is None:
+        return []
+    return [a.cps_lent.does_not_exist() | (a.cps_lent <= cc.lent_at_most)]
+
+
 def change_update(change: BalanceChange, must_exist: bool = False):
     """(actions, condition) for one account item: ADD every delta, check every guard."""
     a = AccountItem
@@ -108,7 +130,13 @@ def change_update(change: BalanceChange, must_exist: bool = False):
     for cc in change.counters:
         more, guards = counter_update(cc)
         actions += more
-        conditions += guards
+        conditions += guards + _lent_guard(cc)
+    if change.cps_lent:
+        actions.append(a.cps_lent.add(change.cps_lent))
+    if change.max_active_calls is not None:
+        conditions.append(a.active_calls <= change.max_active_calls)
+    if change.max_cps_lent is not None:
+        conditions.append(a.cps_lent.does_not_exist() | (a.cps_lent <= change.max_cps_lent))
     if any(sc.want is not None for sc in change.slots):
         actions.append(a.want.set(want_key(change.account_id)))
     if must_exist:
@@ -223,7 +251,7 @@ class DynamoWrites:
 
     def place_holds(self, call: CallRecord, refresh: Optional[Tuple[str, Route]] = None) -> None:
         tx = Tx()
-        for change in ledger.holds(call.levels, call.wants, call.authorized_at, call.counters):
+        for change in ledger.holds(call.levels, call.wants, call.authorized_at, call.counters, call.fresh):
             tx.change(change)
         tx.put(("call", None), self._call_item(call), condition=CallItem.pk.does_not_exist())
         if refresh is not None:
