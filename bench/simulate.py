@@ -120,10 +120,15 @@ Checks:
                    available could have paid the smallest grant (one 60 s increment at its rate).
 
 The dry run: escrow design, 5,000 calls/s, W = 5 ms, the top reseller holding exactly N = calls/2 holds
-(0.20 each) on its own item and no escrow out (as after an owner ran dry, its escrow was recalled, and
-it then received a top-up), twice as many calls offered as it can pay for. Calls last 30-120 s (real
-time, not compressed), so no money comes back during the burst: exactly N calls are payable. Reported:
-the share of those N that were granted (the issue asks >= 95%).
+(0.20 each) and no escrow on clients' items: it ran dry at the last tick, its escrow was recalled and
+what its item had left was spread over its POOLS pool items (escrow.plan_pools, as the rebalancer's
+_fill_pools does; every call under it reads the one pool its client maps to and holds from it when its
+own slot cannot), twice as many calls offered as it can pay for. Calls last 30-120 s (real
+time, not compressed), so no money comes back during the burst: exactly N calls are payable (a pool's
+remainder below one hold pays a shorter call, so slightly more may be granted). Reported: the share of
+those N that were granted (the issue asks >= 95%). Its false denials are calls whose pool was empty while
+other pools still held money (the price of sharding: that money goes to those pools' later callers, and
+the next tick levels the pools again from the owner's item).
 """
 from __future__ import annotations
 
@@ -152,7 +157,8 @@ from chalicelib.adapters.dynamo.models import CDR_SHARDS, HELD_SHARDS, WANT_SHAR
 from chalicelib.domain import ledger  # noqa: E402
 from chalicelib.domain.accounts import ADMIN, CLIENT, RESELLER, Account, TreeSettings  # noqa: E402
 from chalicelib.domain.authorization import INSUFFICIENT_FUNDS  # noqa: E402
-from chalicelib.domain.escrow import IDLE_AFTER, REFILL_HOLDS, Slot, plan_idle, plan_owner  # noqa: E402
+from chalicelib.domain.escrow import (IDLE_AFTER, POOL, POOLS, REFILL_HOLDS, Slot, plan_idle, plan_owner,  # noqa: E402
+                                      plan_pools, pool_id, pool_of)
 from chalicelib.domain.money import ZERO  # noqa: E402
 from chalicelib.domain.rating import call_cost  # noqa: E402
 from chalicelib.domain.tariffs import Rate, Tariff  # noqa: E402
@@ -398,7 +404,9 @@ class Db:
 
     # --- items ------------------------------------------------------------------------------------
     def add_account(self, account_id: str, role: str, parent: Optional[str], balance: Decimal) -> dict:
+        path = account_id if parent is None else f"{self.items[parent]['path']}/{account_id}"
         item = {"id": account_id, "role": role, "parent_id": parent, "tariff_id": TARIFF_OF[level_of(account_id)],
+                "path": path,
                 "status": "active", "billing_type": "prepaid", "balance": balance, "credit_limit": ZERO,
                 "held": ZERO, "available": balance, "active_calls": 0, "max_calls": None, "slots": {},
                 "want": None, "_acc": None}
@@ -418,7 +426,7 @@ class Db:
                           status=item["status"], billing_type=item["billing_type"], balance=item["balance"],
                           credit_limit=item["credit_limit"], held=item["held"], active_calls=item["active_calls"],
                           max_calls=item["max_calls"], settings=SETTINGS if item["parent_id"] is None else None,
-                          escrow=slots)
+                          escrow=slots, path=item["path"])
             item["_acc"] = acc
         return acc
 
@@ -711,6 +719,12 @@ class SimStore:
             if account is not None:
                 accounts[hop.account_id] = account
                 self.db.read(("ACC", hop.account_id), 0.5)
+        if len(route.hops) >= 3:      # reads.load: the top reseller's pool for this client
+            pid = pool_id(route.hops[-2].account_id, pool_of(route.client_id))
+            pool = self.db.account(pid)
+            self.db.read(("ACC", pid), 0.5)
+            if pool is not None:
+                accounts[pid] = pool
         call = self._call_copy(call_id)
         self._trip()
         return Snapshot(accounts=accounts, tariffs=TARIFFS, books=BOOKS, usage={}, call=call)
@@ -861,6 +875,14 @@ class SimStore:
 
     def forget_slots(self, owner_id: str, client_ids) -> None:
         self._registry_batches(owner_id, [(c, None) for c in client_ids], "forget slots")
+
+    def create_pools(self, owner_id: str, pool_ids) -> None:
+        """escrow_store.create_pools: one conditional PutItem each (1 WCU, on the pool's own key)."""
+        for pid in pool_ids:
+            if pid not in self.db.items:
+                self.db.add_account(pid, "pool", owner_id, ZERO)
+            self.db.wcu[("ACC", pid)] += 1
+        self._trip()
 
     def touch_slots(self, owner_id: str, entries) -> None:
         """escrow_store.touch_slots: registry entries re-dated to the slot's last use."""
@@ -1187,6 +1209,20 @@ class Sim:
                         db.set_want(item, True)
                     if slot:
                         item["slots"][d] = slot
+        if self.dry and self.design == "escrow":
+            # The top ran dry at the last tick: the rebalancer recalled its escrow (none is out here) and
+            # spread what its item had left over its pools (services.rebalance._fill_pools, whose
+            # amounts come from the real escrow.plan_pools; the bookkeeping of apply_moves by hand).
+            pools = [pool_id("top", k) for k in range(POOLS)]
+            for m in plan_pools(db.account("top"), [(p, None) for p in pools]):
+                pool = db.add_account(m.client_id, POOL, "top", ZERO)
+                pool["slots"][1] = {"o": "top", "a": m.refill, "u": T0}
+                db.escrow_avail["top"] += m.refill
+                db.registry["top"][m.client_id] = (1, T0)
+                db.owners.setdefault("top", 0)
+                top = db.items["top"]
+                top["held"] += m.refill
+                top["available"] -= m.refill
         spent: Dict[str, Decimal] = defaultdict(lambda: ZERO)
         for item in db.items.values():
             for s in item["slots"].values():
@@ -1278,7 +1314,7 @@ class Sim:
                 for lv in record.levels:
                     if not lv.charged:
                         continue
-                    if lv.escrow:
+                    if lv.escrow or lv.pool:
                         from_slots[lv.account_id] += lv.hold
                     else:
                         own_holds[lv.account_id] += lv.hold
@@ -1294,6 +1330,8 @@ class Sim:
                 if (s.get("a") or ZERO) < 0:
                     problems.append(f"{item['id']} slot {k} available {s.get('a')}")
         for a, item in db.items.items():
+            if item["role"] == POOL:
+                continue            # a pool's one slot is counted with its owner (outstanding, from_slots)
             wallet = item["balance"] - spent[a]
             if a != "admin" and wallet != self.initial_wallet[a] - charged[a]:
                 problems.append(f"{a}: wallet {wallet} != {self.initial_wallet[a]} - {charged[a]}")
@@ -1522,7 +1560,7 @@ def findings(results: List[dict], dry: dict) -> List[str]:
     if dry:
         out.append(f"- dry owner: {100 * dry['payable_share_granted']:.1f}% of the {dry['payable']} payable calls "
                    f"granted (target >= 95%); {dry['busy_503']} of {dry['calls']} answered 503 "
-                   f"({_fmt(dry['conflicts_per_s'])} conflicts/s on the owner's item)")
+                   f"({_fmt(dry['conflicts_per_s'])} transaction conflicts/s in all, most on its pools)")
     return out
 
 

@@ -59,6 +59,7 @@ class Level:
     cps_limit: Optional[int] = None
     max_calls: Optional[int] = None
     escrow: int = 0                     # held from the slot at this distance on the client's item; 0: its own item
+    pool: int = 0                       # else held from this pool of a top reseller, plus 1 (domain.escrow)
 
     @property
     def limits_daily(self) -> bool:
@@ -86,6 +87,7 @@ class Level:
             "hold": str(self.hold), "guarded": self.guarded,
             "daily_limit": _text(self.daily_limit), "monthly_limit": _text(self.monthly_limit), "cps_limit": self.cps_limit, "max_calls": self.max_calls,
             **({"escrow": self.escrow} if self.escrow else {}),
+            **({"pool": self.pool} if self.pool else {}),
         }
 
     @classmethod
@@ -95,7 +97,7 @@ class Level:
             charged=bool(d["charged"]), mode=d["mode"], commission_percent=money(d["commission_percent"]),
             hold=money(d["hold"]), guarded=bool(d["guarded"]),
             daily_limit=_amount(d.get("daily_limit")), monthly_limit=_amount(d.get("monthly_limit")), cps_limit=d.get("cps_limit"), max_calls=d.get("max_calls"),
-            escrow=int(d.get("escrow", 0)),
+            escrow=int(d.get("escrow", 0)), pool=int(d.get("pool", 0)),
         )
 
 
@@ -146,8 +148,9 @@ def price_chain(chain: Chain, tariffs: Mapping[str, Tariff], books: Mapping[str,
 
 
 def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Usage],
-           settings: TreeSettings, now: int = 0) -> Decision:
-    """``now`` (epoch s) is the second escrow slots' CPS shares count in."""
+           settings: TreeSettings, now: int = 0, pool=None) -> Decision:
+    """``now`` (epoch s) is the second escrow slots' CPS shares count in; ``pool``: the top reseller's
+    pool item read for this client, if any (domain.escrow)."""
     for account in chain:
         if account.status != ACTIVE:
             reason = ACCOUNT_CLOSED if account.status == CLOSED else ACCOUNT_SUSPENDED
@@ -193,7 +196,8 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
         used = usage.get(account.id, Usage())
         budgets = []
         if level.guarded:
-            budgets.append((escrow_rules.funds(chain, i, level, now, direct=direct[i] is None), INSUFFICIENT_FUNDS))
+            budgets.append((escrow_rules.funds(chain, i, level, now, direct=direct[i] is None, pool=pool),
+                            INSUFFICIENT_FUNDS))
         if account.daily_limit is not None:
             budgets.append((account.daily_limit - used.day_used, DAILY_LIMIT))
         if account.monthly_limit is not None:
@@ -206,7 +210,7 @@ def decide(chain: Chain, rates: Sequence[Optional[Rate]], usage: Mapping[str, Us
         return Denial(reason or INSUFFICIENT_FUNDS, limited_by)
 
     held = [replace(l, hold=l.charge(max_duration) if l.charged and l.mode == EARLY else ZERO) for l in levels]
-    placed, wants, fresh = escrow_rules.place(chain, held, now)
+    placed, wants, fresh = escrow_rules.place(chain, held, now, pool)
     return Grant(max_duration=max_duration, levels=placed, limited_by=limited_by, wants=wants, fresh=fresh)
 
 

@@ -40,8 +40,9 @@ takes them back (idle: IDLE_AFTER; dry: at its next request), so a call may be r
 ``concurrent_calls_limit`` or ``cps_limit`` while the owner's true count is below it by at most the free
 permits (or shares) of its other slots.
 """
+import zlib
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .accounts import ACTIVE, EARLY, RESELLER, Account
@@ -53,6 +54,9 @@ REFILL_PERMITS = 2       # ... and, for an owner with a concurrent-call limit, t
 SHARE = 1                # ... and, for an owner with a CPS limit, to this CPS share
 IDLE_AFTER = 300         # seconds without a refill after which a slot's escrow is recalled
 RESERVE = 1              # an owner refills only while it keeps at least RESERVE x what it gives
+POOLS = 32               # a dry top reseller's last funds are spread over this many pool items
+POOL_SEP = "~"           # pool item ids: <owner>~<k> (an account id never contains it)
+POOL = "pool"            # a pool item's role
 
 
 @dataclass(frozen=True)
@@ -127,19 +131,58 @@ def usable(chain: Sequence[Account], i: int, level, now: int) -> Optional[Slot]:
     return slot
 
 
-def funds(chain: Sequence[Account], i: int, level, now: int, direct: bool = True) -> Decimal:
+# --- pools: a dry top reseller's last funds, spread so that 5,000 calls/s do not all meet its item ----
+
+def pool_id(owner_id: str, k: int) -> str:
+    return f"{owner_id}{POOL_SEP}{k}"
+
+
+def is_pool(account_id: str) -> bool:
+    return POOL_SEP in account_id
+
+
+def pool_of(client_id: str) -> int:
+    """The pool a client's calls use (fixed, so authorize reads exactly one pool item)."""
+    return zlib.crc32(client_id.encode("utf-8")) % POOLS
+
+
+def pool_level(chain: Sequence[Account]) -> Optional[int]:
+    """The chain index of the level that may hold from a pool: the top reseller (the root's child).
+    Pools are for it alone: every call under it meets its item, and its last money must stay reachable
+    at 5,000 calls/s; a deeper reseller's subtree shares its traffic with its siblings'."""
+    i = len(chain) - 2
+    if i >= 1 and chain[i].role == RESELLER:
+        return i
+    return None
+
+
+def usable_pool(chain: Sequence[Account], i: int, level, pool: Optional[Account]) -> Optional[Slot]:
+    """The pool's slot if level i may hold from it: escrowable, without concurrent-call or CPS limits
+    (pools carry money only; a limited top reseller is capped by its own limits anyway)."""
+    if pool is None or i != pool_level(chain) or not escrowable(chain[i], level):
+        return None
+    if chain[i].max_calls is not None or chain[i].cps_limit is not None:
+        return None
+    return slot_for(pool, 1, chain[i].id)
+
+
+def funds(chain: Sequence[Account], i: int, level, now: int, direct: bool = True,
+          pool: Optional[Account] = None) -> Decimal:
     """What level i may hold for this call: its own available (when its own limits admit the call:
-    ``direct``), or its usable slot's on the client if larger (a hold is placed whole on one of the two,
-    never split)."""
-    own = chain[i].available if direct else None
-    slot = usable(chain, i, level, now)
-    if slot is not None and (own is None or slot.available > own):
-        return slot.available
-    return own if own is not None else ZERO
+    ``direct``), or its usable slot's on the client, or its pool's (a top reseller), whichever is
+    largest (a hold is placed whole on one of them, never split)."""
+    found = [chain[i].available] if direct else []
+    for slot in (usable(chain, i, level, now), usable_pool(chain, i, level, pool)):
+        if slot is not None:
+            found.append(slot.available)
+    return max(found) if found else ZERO
 
 
-def place(chain: Sequence[Account], levels: Sequence, now: int) -> Tuple[list, tuple, Tuple[int, ...]]:
-    """Where each level's hold goes: ``Level.escrow`` = the slot's distance, 0 on the level's own item.
+def place(chain: Sequence[Account], levels: Sequence, now: int,
+          pool: Optional[Account] = None) -> Tuple[list, tuple, Tuple[int, ...]]:
+    """Where each level's hold goes: ``Level.escrow`` = the slot's distance on the client item, else
+    ``Level.pool`` = 1 + the pool of a top reseller (``pool``: the item read for the client), else its
+    own item.
     Also the refill requests (distance, owner, need): a level that could not use its slot, or whose slot
     this call leaves without money for one more such hold or without a free permit; and the distances of
     the slots whose CPS counter this call starts afresh (the slot's is of an older second)."""
@@ -156,8 +199,12 @@ def place(chain: Sequence[Account], levels: Sequence, now: int) -> Tuple[list, t
             if (slot.available - level.hold < level.hold
                     or (account.max_calls is not None and slot.permits - 1 < 1)):
                 wants.append((i, account.id, level.hold))
-        elif _refill_helps(account, slot_for(chain[0], i, account.id), level.hold):
-            wants.append((i, account.id, level.hold))
+        else:
+            pooled = usable_pool(chain, i, level, pool)
+            if pooled is not None and pooled.available >= level.hold:
+                placed[i] = replace(level, pool=1 + int(pool.id.rsplit(POOL_SEP, 1)[1]))
+            if _refill_helps(account, slot_for(chain[0], i, account.id), level.hold):
+                wants.append((i, account.id, level.hold))
     return placed, tuple(wants), tuple(fresh)
 
 
@@ -282,6 +329,35 @@ def plan_owner(owner: Account, wanted: Sequence[Tuple[str, Slot]], others: Seque
             if slot.owner == owner.id and (slot.available > ZERO or slot.spent or slot.permits > 0 or slot.share > 0):
                 moves.append(_taken_back(owner.id, client_id, slot))
     return [m for m in moves if not m.empty], dry
+
+
+def plan_pools(owner: Account, pools: Sequence[Tuple[str, Optional[Slot]]]) -> List[SlotMove]:
+    """A dry top reseller that is still active spreads what its item has left over its pools (``pools``:
+    pool id, its slot for the owner or None), levelling them up to equal shares: the calls under it then
+    hold from POOLS items instead of one, and its last money is granted at the rate they arrive (the
+    issue's 95%). At most POOLS x one hold can be stranded (each pool's remainder below a hold) until
+    the next pass levels them again; a pool's spent money is swept on the way."""
+    if owner.status != ACTIVE or owner.available <= ZERO or not pools:
+        return []
+    held = {pid: max(ZERO, slot.available) if slot is not None else ZERO for pid, slot in pools}
+    # Water-filling: the level L that the owner's available lifts the poorest pools to (a pool above L
+    # keeps its money): the first k pools (poorest first) such that L = (available + their sum) / k
+    # does not exceed the next pool's.
+    ordered = sorted(held.values())
+    total = owner.available
+    for k, amount in enumerate(ordered, start=1):
+        total += amount
+        if k == len(ordered) or total / k <= ordered[k]:
+            break
+    target = (total / k).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+    moves = []
+    for pid, slot in pools:
+        give = target - held[pid]
+        if give > ZERO:
+            moves.append(SlotMove(pid, 1, owner.id, refill=give, claim=True,
+                                  sweep=slot.spent if slot is not None else ZERO,
+                                  register=slot is None or _empty(slot)))
+    return moves
 
 
 def plan_idle(owner_id: str, client_id: str, slot: Slot) -> Optional[SlotMove]:

@@ -26,7 +26,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .accounts import EARLY, POSTPAID, Account
 from .counters import CounterChange
-from .escrow import SlotChange
+from .escrow import SlotChange, pool_id
 from .money import ZERO
 
 WORLD = "world"
@@ -184,6 +184,11 @@ def _merged(changes: List[BalanceChange], client_id: str, slots: List[SlotChange
     return out
 
 
+def _pool(level, slot: SlotChange) -> BalanceChange:
+    """A top reseller's hold, debit or release on its pool item (domain.escrow: the pool's one slot)."""
+    return BalanceChange(pool_id(level.account_id, level.pool - 1), slots=(slot,), what="pool")
+
+
 def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now: Optional[int] = None,
           counters: Counted = (), fresh: Sequence[int] = ()) -> List[BalanceChange]:
     """Authorize, every level: its own item's hold, or its slot's (``Level.escrow``) on the client's item
@@ -202,6 +207,9 @@ def holds(levels: Sequence, wants: Sequence[Tuple[int, str, Decimal]] = (), now:
                                     permits=-1 if permit else 0, min_permits=1 if permit else None,
                                     start=now if level.cps_limit is not None else None,
                                     new_second=level.escrow in fresh))
+        elif level.pool:
+            changes.append(_pool(level, SlotChange(1, level.account_id, available=-level.hold,
+                                                   min_available=level.hold, used_at=now)))
         else:
             changes.append(hold(level))
     for distance, owner, need in wants:
@@ -227,6 +235,9 @@ def debits(levels: Sequence, charges: Sequence, was_held: bool, counters: Counte
             slots.append(SlotChange(level.escrow, level.account_id, available=c.hold - c.net, spent=c.net,
                                     want=None if was_held else ZERO,
                                     permits=1 if was_held and level.max_calls is not None else 0))
+        elif level.pool:
+            changes.append(_pool(level, SlotChange(1, level.account_id, available=c.hold - c.net, spent=c.net,
+                                                   want=None if was_held else ZERO)))
         else:
             changes.append(debit(level, c, was_held))
     return _merged(changes, client_id, slots, counters)
@@ -242,6 +253,8 @@ def releases(levels: Sequence, counters: Counted = ()) -> List[BalanceChange]:
         if level.escrow:
             slots.append(SlotChange(level.escrow, level.account_id, available=level.hold,
                                     permits=1 if level.max_calls is not None else 0))
+        elif level.pool:
+            changes.append(_pool(level, SlotChange(1, level.account_id, available=level.hold)))
         else:
             changes.append(release(level))
     return _merged(changes, client_id, slots, counters)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from chalicelib.domain.accounts import Account
-from chalicelib.domain.escrow import (IDLE_AFTER, Slot, SlotMove, owner_change, pending_wants, plan_idle,
-                                      plan_owner, slot_for)
+from chalicelib.domain.escrow import (IDLE_AFTER, POOLS, Slot, SlotMove, is_pool, owner_change, pending_wants,
+                                      plan_idle, plan_owner, plan_pools, pool_id, slot_for)
 
 log = logging.getLogger("cascade.rebalance")
 
@@ -47,6 +47,7 @@ class EscrowStore(Protocol):
     def clear_wants(self, client_ids: Sequence[str]) -> None: ...
     def forget_slots(self, owner_id: str, client_ids: Sequence[str]) -> None: ...
     def touch_slots(self, owner_id: str, entries: Sequence[Tuple[str, int, int]]) -> None: ...
+    def create_pools(self, owner_id: str, pool_ids: Sequence[str]) -> None: ...
     def apply_moves(self, owner_id: str, moves: Sequence[SlotMove], change, now: int,
                     clear_wants: Sequence[str] = (), list_owner: bool = True) -> List[SlotMove]: ...
 
@@ -58,6 +59,7 @@ class Report:
     swept: int = 0
     dry: List[str] = field(default_factory=list)
     refused: int = 0
+    pooled: int = 0
 
     def add(self, moves: Sequence[SlotMove]) -> None:
         self.refilled += sum(1 for m in moves if m.refill)
@@ -110,13 +112,35 @@ def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slo
         if recall_all or last is None or clock() - last >= DRY_RECALL_EVERY:
             _dry_read_at[owner.id] = clock()
             asked = {c for c, _ in wanted}
-            others = [(c, slot) for c, slot, _ in _slots(store, owner.id, exclude=asked)]
+            # A dry owner's pools keep its last money; a stopped owner's come back like any slot
+            others = [(c, slot) for c, slot, _ in _slots(store, owner.id, exclude=asked)
+                      if recall_all or not is_pool(c)]
             moves, _ = plan_owner(owner, wanted, others, recall_all=recall_all)
     asked = {c for c, _ in wanted}
     idle_asks = asked - {m.client_id for m in moves}
     if idle_asks:
         store.clear_wants(sorted(idle_asks))     # nothing to give (a suspended owner): drop the request
     _apply(store, owner.id, moves, now, asked, report, owner, listed)
+    if dry and not recall_all and owner.path.count("/") == 1:
+        _fill_pools(store, owner.id, now, report, listed)
+
+
+def _fill_pools(store: EscrowStore, owner_id: str, now: int, report: Report, listed: bool) -> None:
+    """A dry top reseller's item keeps nothing back: what it has left (after the recalls just applied)
+    is spread over its pools (domain.escrow.plan_pools), which the calls under it read and hold from."""
+    ids = [pool_id(owner_id, k) for k in range(POOLS)]
+    found = store.accounts([owner_id] + ids)
+    owner = found.get(owner_id)
+    if owner is None:
+        return
+    missing = [p for p in ids if p not in found]
+    if missing:
+        store.create_pools(owner_id, missing)
+    pools = [(p, slot_for(found[p], 1, owner_id) if p in found else None) for p in ids]
+    moves = plan_pools(owner, pools)
+    if moves:
+        report.pooled += sum(1 for m in moves if m.refill)
+        _apply(store, owner_id, moves, now, set(), report, owner, listed)
 
 
 def _slots(store: EscrowStore, owner_id: str, exclude: Set[str] = frozenset(),

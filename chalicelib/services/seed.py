@@ -113,6 +113,9 @@ def parse_seed(text: str) -> Seed:
         where = f"accounts[{i}]"
         if not a.get("id"):
             raise InvalidSeed(f"{where}.id", "is required")
+        if not isinstance(a["id"], str) or any(c in a["id"] for c in "#/~"):
+            # '#' separates key parts, '/' path parts, '~' names a reseller's pools (domain.escrow)
+            raise InvalidSeed(f"{where}.id", "must be text without '#', '/' or '~'")
         role = _choice(a, "role", acc.ROLES, None, where)
         if role is None:
             raise InvalidSeed(f"{where}.role", "is required")

@@ -122,6 +122,11 @@ class Rebalancer:
         self.thread.join()
 
 
+def held_from_r(store, call_ids):
+    return sum((l.hold for cid in call_ids for l in store.find_call(cid, None)[0].levels if l.account_id == "r"),
+               Decimal(0))
+
+
 def r_money_is_conserved(store, granted_ids):
     """r's held is exactly the holds on its own item plus what its slots have out; nothing overdrawn."""
     r = account("r")
@@ -129,15 +134,16 @@ def r_money_is_conserved(store, granted_ids):
     own = sum((l.hold for cid in granted_ids for l in store.find_call(cid, None)[0].levels
                if l.account_id == "r" and not l.escrow), Decimal(0))
     slots = [s for c in range(CLIENTS) for s in store.accounts([f"c{c}"])[f"c{c}"].escrow if s.owner == "r"]
+    slots += [s for s in pools_of("r").values() if s is not None]       # a dry top reseller's pools
     in_flight = sum((l.hold for cid in granted_ids for l in store.find_call(cid, None)[0].levels
-                     if l.account_id == "r" and l.escrow), Decimal(0))
+                     if l.account_id == "r" and (l.escrow or l.pool)), Decimal(0))
     assert all(s.available >= 0 for s in slots)
     assert r.held == own + in_flight + sum((s.available + s.spent for s in slots), Decimal(0))
     assert r.balance + 0 == HOLD * K     # nothing billed yet
     return sum((s.available for s in slots), Decimal(0))
 
 
-def test_given_funds_for_k_holds_when_clients_burst_while_the_rebalancer_refills_then_never_more_than_k_and_after_a_recall_exactly_k(aws):
+def test_given_funds_for_k_holds_when_clients_burst_while_the_rebalancer_refills_then_never_more_money_is_held_and_a_recall_strands_nothing(aws):
     load(race_seed())
     store, digest = DynamoStore(), key_hash(KEY)
     # Warm the slots: a first round of short calls (each a master-path hold asking for a refill)
@@ -154,32 +160,35 @@ def test_given_funds_for_k_holds_when_clients_burst_while_the_rebalancer_refills
     granted = [f"burst-{i}" for i, a in enumerate(answers) if isinstance(a, Authorized)]
     denied = [i for i, a in enumerate(answers) if isinstance(a, Denied)]
     assert {a.reason for a in answers if isinstance(a, Denied)} <= {"insufficient_funds"}
-    assert all(a.answer["max_duration"] == 600 for a in answers if isinstance(a, Authorized))
-    assert len(granted) <= K
+    # r runs dry in the burst: its last money goes to its pools, whose remainders pay shorter calls
+    assert all(a.answer["max_duration"] <= 600 for a in answers if isinstance(a, Authorized))
+    assert held_from_r(store, granted) <= K * HOLD
     stranded = r_money_is_conserved(store, granted)
 
-    # WHEN the owner's escrow is recalled, the denied clients get exactly what was stranded
+    # WHEN the owner's escrow is recalled (slots and pools), the denied clients get what was stranded,
+    # down to less than one minute (1.00) of r's money
     store.request_recall("r", NOW)
     rebalance(store, NOW)
     free = account("r").available
-    assert free >= stranded
+    assert free >= stranded and free == K * HOLD - held_from_r(store, granted)
     assert sum((s.available for c in range(CLIENTS) for s in store.accounts([f"c{c}"])[f"c{c}"].escrow
                 if s.owner == "r"), Decimal(0)) == 0
+    assert all(s is None or s.available == 0 for s in pools_of("r").values())
     retried = race(lambda j: authorize_call(
         store, AuthorizeRequest(f"s{denied[j]}", "15551230001", f"retry-{denied[j]}"), digest, clock()), len(denied))
     again = [f"retry-{denied[j]}" for j, a in enumerate(retried) if isinstance(a, Authorized)]
-    assert len(granted) + len(again) == K
-    assert len(again) * HOLD == free
-    assert account("r").available == 0
+    assert held_from_r(store, again) == free - account("r").available
+    assert account("r").available < Decimal("1.00") or len(again) == len(denied)
     r_money_is_conserved(store, granted + again)
 
     # Every call completes (concurrently with the rebalancer again): every level billed once, the
     # ledger balances once the slots are swept
+    done = granted + again
     with Rebalancer(store):
-        race(lambda i: complete_call(store, (granted + again)[i], 60, "ANSWERED", digest, clock(NOW + 70)), K)
+        race(lambda i: complete_call(store, done[i], 60, "ANSWERED", digest, clock(NOW + 70)), len(done))
     rebalance(store, NOW + 10_000, idle=True)
     r = account("r")
-    assert r.held == 0 and r.balance == HOLD * K - K * Decimal("1.00")     # 60 s at 1.00/min each
+    assert r.held == 0 and r.balance == HOLD * K - len(done) * Decimal("1.00")     # 60 s at 1.00/min each
     assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])
 
 
@@ -282,3 +291,75 @@ def test_a_cps_limit_escrowed_as_shares_is_never_exceeded_in_a_second(aws):
     from_slots = sum(s.started for s in slots_of_r(store) if s.second == NOW)
     assert len(granted) == own + from_slots <= 8
     assert own <= 8 - int(r.cps_lent or 0)          # the item starts only what it did not lend
+
+
+# --- a dry top reseller's last money in pools ---------------------------------------------------------
+
+def pools_of(owner):
+    from chalicelib.domain.escrow import POOLS, pool_id
+    items = DynamoStore().accounts([pool_id(owner, k) for k in range(POOLS)])
+    return {pid: next((s for s in a.escrow if s.owner == owner), None) for pid, a in items.items()}
+
+
+def test_a_dry_top_reseller_spreads_its_last_money_over_pools_that_calls_hold_from(aws):
+    from chalicelib.domain.escrow import POOLS
+    load(race_seed(holds=40))                 # r (a top reseller) can pay for exactly 40 holds
+    store, digest = DynamoStore(), key_hash(KEY)
+    # GIVEN every client's first call is held on r's item and asks for escrow: r cannot give from plenty
+    first = race(lambda i: authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"a-{i}"), digest,
+                                          clock()), 20)
+    assert all(isinstance(a, Authorized) for a in first)
+    assert account("r").available == 20 * HOLD
+    report = rebalance(store, NOW)
+    # THEN r is dry and its item keeps nothing back: its last 200.00 are spread over its pools
+    assert report.dry == ["r"] and report.pooled == POOLS
+    pools = pools_of("r")
+    assert len(pools) == POOLS and account("r").available == 20 * HOLD - sum(s.available for s in pools.values())
+    assert all(s.available == (20 * HOLD / POOLS).quantize(Decimal("0.000001")) for s in pools.values())
+    assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])
+
+    # WHEN the other 40 clients call at once, each holds from its pool (6.25: a shorter call than 600 s)
+    r_before = account("r").attribute_values
+    second = race(lambda i: authorize_call(store, AuthorizeRequest(f"s{20 + i}", "15551230001", f"b-{i}"),
+                                           digest, clock()), 40)
+    granted = [a.answer["call_id"] for a in second if isinstance(a, Authorized)]
+    placed = [l for cid in granted for l in store.find_call(cid, None)[0].levels if l.account_id == "r"]
+    assert placed and all(l.pool for l in placed)               # none on r's own item...
+    assert account("r").attribute_values == r_before            # ...which was not written at all
+    assert {a.reason for a in second if isinstance(a, Denied)} <= {"insufficient_funds"}
+    # every pool that some client maps to paid one call; never overdrawn; r's held = its own holds +
+    # what its pools hold, in flight or not
+    assert len(granted) == len({l.pool for l in placed})
+    pools = pools_of("r")
+    assert all(s.available >= 0 for s in pools.values())
+    in_pools = sum((s.available + s.spent for s in pools.values()), Decimal(0))
+    assert account("r").held == 20 * HOLD + sum(l.hold for l in placed) + in_pools
+
+
+def test_pools_pay_out_the_last_money_of_a_dry_top_reseller_to_whoever_calls(aws):
+    from chalicelib.domain.escrow import POOLS
+    load(race_seed(holds=20 + 4 * POOLS))     # after 20 first calls: 4 holds for each pool
+    store, digest = DynamoStore(), key_hash(KEY)
+    assert all(isinstance(authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"a-{i}"), digest,
+                                         clock()), Authorized) for i in range(20))
+    assert rebalance(store, NOW).dry == ["r"]
+    assert sum(s.available for s in pools_of("r").values()) == 4 * POOLS * HOLD
+    assert account("r").available == 0
+    # WHEN clients call, each from its own pool, until the pools are empty
+    answers = []
+    for wave in range(3):
+        answers += race(lambda i: authorize_call(
+            store, AuthorizeRequest(f"s{20 + (i % 40)}", "15551230001", f"w{wave}-{i}"), digest, clock()), 60)
+    granted = [a.answer["call_id"] for a in answers if isinstance(a, Authorized)]
+    # THEN every hold is from a pool; what is left is less than a hold in each pool used
+    assert all(l.pool for cid in granted for l in store.find_call(cid, None)[0].levels if l.account_id == "r")
+    left = {pid: s.available for pid, s in pools_of("r").items()}
+    assert len(granted) * HOLD + sum(left.values()) == 4 * POOLS * HOLD
+    assert account("r").held == 20 * HOLD + 4 * POOLS * HOLD and account("r").available == 0
+    # every call completes and r's books balance once the pools are swept (idle: recalled)
+    for cid in [f"a-{i}" for i in range(20)] + granted:
+        complete_call(store, cid, 60, "ANSWERED", digest, clock(NOW + 70))
+    rebalance(store, NOW + 10_000, idle=True)
+    assert all(s.available == 0 and s.spent == 0 for s in pools_of("r").values())
+    assert account("r").held == 0
+    assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])

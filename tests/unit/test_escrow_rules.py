@@ -190,3 +190,59 @@ def test_refills_lend_permits_and_a_share_only_from_plenty_and_take_them_back_wh
     assert dry and moves == [SlotMove("x", 1, "sub", recall=D("5"), permits=-2, share=-1)]
     assert owner_change(moves).active_calls == -2 and owner_change(moves).max_active_calls is None
     assert plan_idle("sub", "x", other[1]) == SlotMove("x", 1, "sub", recall=D("5"), permits=-2, share=-1)
+
+
+# --- pools: a dry top reseller's last money ------------------------------------------------------------
+
+def test_a_dry_top_reseller_levels_its_pools_up_to_equal_shares_with_what_its_item_has_left():
+    from chalicelib.domain.escrow import plan_pools, pool_id, pool_of, pool_level
+    top = Account("top", "reseller", "admin", "t", balance=D("10"))
+    pools = [(pool_id("top", 0), None), (pool_id("top", 1), Slot(1, "top", available=D("4"), spent=D("1"))),
+             (pool_id("top", 2), Slot(1, "top", available=D("9"))), (pool_id("top", 3), Slot(1, "top"))]
+    moves = plan_pools(top, pools)
+    # 10 lifts the three poorest (0, 4, 0) to 14 / 3 = 4.666666 each; the pool with 9 keeps its 9
+    assert {m.client_id: m.refill for m in moves} == {"top~0": D("4.666666"), "top~1": D("0.666666"),
+                                                      "top~3": D("4.666666")}
+    assert sum(m.refill for m in moves) <= top.available
+    rich = Account("top", "reseller", "admin", "t", balance=D("40"))
+    assert {m.client_id: m.refill for m in plan_pools(rich, pools)} == \
+        {"top~0": D("13.25"), "top~1": D("9.25"), "top~2": D("4.25"), "top~3": D("13.25")}   # 53 / 4
+    assert [m.register for m in moves] == [True, False, True]        # empty ones are (re-)listed
+    assert next(m for m in moves if m.client_id == "top~1").sweep == D("1")
+    assert plan_pools(Account("top", "reseller", "admin", "t", status="suspended", balance=D("10")), pools) == []
+    # only the root's child may hold from a pool, and each client always reads the same one
+    assert pool_level(chain()) == 2 and pool_level(chain()[:1] + chain()[3:]) is None
+    assert pool_of("c") == pool_of("c") and 0 <= pool_of("c") < 32
+
+
+def test_a_level_short_on_its_client_slot_holds_from_its_pool_before_its_own_item():
+    from chalicelib.domain.escrow import pool_id
+    c = chain("2", top_available=D("3"))
+    pool = Account(pool_id("top", 5), "pool", "top", None, escrow=(Slot(1, "top", available=D("20")),))
+    assert funds(c, 2, levels()[2], NOW, pool=pool) == D("20")
+    placed, wants, _ = place(c, levels(), NOW, pool)
+    assert (placed[2].escrow, placed[2].pool) == (0, 6) and (2, "top", D("6")) in wants
+    change = next(ch for ch in holds(placed, wants, NOW) if ch.account_id == "top~5")
+    assert (change.slots[0].distance, change.slots[0].available, change.slots[0].min_available) == (1, D("-6"), D("6"))
+    assert [ch.account_id for ch in releases(placed)] == ["c", "sub", "top~5"]
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+amounts = st.decimals(min_value=0, max_value=1000, places=2)
+
+
+@given(available=amounts, held=st.lists(st.one_of(st.none(), amounts), min_size=1, max_size=32))
+def test_pools_never_take_more_than_the_owner_has_and_end_level(available, held):
+    from chalicelib.domain.escrow import plan_pools
+    owner = Account("top", "reseller", "admin", "t", balance=available)
+    pools = [(f"top~{k}", None if h is None else Slot(1, "top", available=h)) for k, h in enumerate(held)]
+    moves = plan_pools(owner, pools)
+    assert sum((m.refill for m in moves), D(0)) <= available
+    after = {pid: (s.available if s else D(0)) for pid, s in pools}
+    for m in moves:
+        after[m.client_id] += m.refill
+    if moves:   # the pools given something end at one level; a pool skipped was at or above it already
+        (level,) = {after[m.client_id] for m in moves}
+        given_to = {m.client_id for m in moves}
+        assert all(a >= level - D("0.000001") for p, a in after.items() if p not in given_to)

@@ -85,12 +85,12 @@ def test_given_an_owner_that_cannot_refill_from_plenty_then_the_pre_history_give
     assert any(slots[c][1][0] > 0 for c, _ in callers)               # the funded subs refilled theirs
 
 
-def test_given_a_top_reseller_funded_for_n_holds_when_twice_as_many_calls_come_then_never_more_than_n_are_held():
+def test_given_a_dry_top_reseller_funded_for_n_holds_when_twice_as_many_calls_come_then_its_pools_pay_them_all():
     result = run("escrow", rate=2000, window_ms=5, calls=300, dry=True, **SMALL)
-    _clean(result)
+    _clean(result)          # never overdrawn: every hold is covered by the pool or item it was taken from
     assert result["payable"] == 150
-    assert 0 < result["granted"] <= result["payable"]
-    assert 0 < result["payable_share_granted"] <= 1
+    assert result["payable_share_granted"] >= 0.95          # the bar, from the top's pools
+    assert result["busy_503"] <= 3
 
 
 class SkipsTheFundsGuard(SimStore):

@@ -39,10 +39,12 @@ def encode_levels(levels: List[Level]) -> str:
                [r.prefix, str(r.price), str(r.connect_fee), r.minimum, r.initial, r.subsequent,
                 "" if r.effective_from == EPOCH else r.effective_from,
                 "" if i and r.name == levels[0].rate.name else r.name]]
-        if any(x is not None for x in limits) or l.escrow:
+        if any(x is not None for x in limits) or l.escrow or l.pool:
             row.append(limits)
-        if l.escrow:
+        if l.escrow or l.pool:
             row.append(l.escrow)
+        if l.pool:
+            row.append(l.pool)
         rows.append(row)
     return json.dumps(rows, separators=(",", ":"))
 
@@ -54,6 +56,7 @@ def decode_levels(text: str) -> List[Level]:
         account_id, role, flags, hold, commission, rate = row[:6]
         limits = row[6] if len(row) > 6 else [None, None, None, None]
         escrow = row[7] if len(row) > 7 else 0
+        pool = row[8] if len(row) > 8 else 0
         prefix, price, connect_fee, minimum, initial, subsequent, effective_from, name = rate
         if i == 0:
             first_name = name
@@ -63,7 +66,8 @@ def decode_levels(text: str) -> List[Level]:
         levels.append(Level(account_id=account_id, role=ROLE_OF.get(role, role), rate=rate, charged="c" in flags,
                             mode="late" if "l" in flags else "early", commission_percent=Decimal(commission),
                             hold=Decimal(hold), guarded="g" in flags, daily_limit=_dec(limits[0]),
-                            monthly_limit=_dec(limits[1]), cps_limit=limits[2], max_calls=limits[3], escrow=escrow))
+                            monthly_limit=_dec(limits[1]), cps_limit=limits[2], max_calls=limits[3], escrow=escrow,
+                            pool=pool))
     return levels
 
 

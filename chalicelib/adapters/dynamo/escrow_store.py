@@ -3,9 +3,9 @@ transactions that move money between an owner's item and the slots on its client
 import logging
 from typing import Iterable, List, Sequence, Tuple
 
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PutError, TransactWriteError
 
-from chalicelib.domain.escrow import OwnerChange, SlotMove
+from chalicelib.domain.escrow import POOL, OwnerChange, SlotMove
 from chalicelib.domain.ledger import BalanceChange
 from chalicelib.services.ports import StoreBusy
 
@@ -90,6 +90,16 @@ class DynamoEscrow:
             if any(what == "escrow" for what, _ in refused):
                 return list(moves)          # the owner could not fund them: all re-planned
             return [m for m in moves if m.client_id in refused_clients]
+
+    def create_pools(self, owner_id: str, pool_ids: Iterable[str]) -> None:
+        """The items of a top reseller's pools (domain.escrow.pool_id), empty: each carries one escrow
+        slot for its owner and nothing the portal lists (no parent list, tree or search keys)."""
+        for pid in pool_ids:
+            try:
+                AccountItem(*account_key(pid), id=pid, role=POOL, parent_id=owner_id).save(
+                    condition=AccountItem.pk.does_not_exist())
+            except PutError:
+                pass            # created meanwhile: the rebalancer is one instance, so never in practice
 
     def forget_slots(self, owner_id: str, client_ids: Iterable[str]) -> None:
         """Drop registry entries of slots long empty (services.rebalance.REGISTRY_KEEP)."""

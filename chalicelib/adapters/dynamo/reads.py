@@ -5,7 +5,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from chalicelib.domain.accounts import Account, TreeSettings
 from chalicelib.domain.authorization import Usage
 from chalicelib.domain.counters import CPS, DAY, MONTH, Counter, current
-from chalicelib.domain.escrow import Slot
+from chalicelib.domain.escrow import Slot, pool_id, pool_of
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
 from chalicelib.services.ports import StoreBusy
@@ -141,6 +141,8 @@ class DynamoReads:
         tariff_keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
         keys += tariff_keys
         keys.append(call_key(call_id))
+        if len(route.hops) >= 3:     # the top reseller's pool for this client (domain.escrow.pool_level)
+            keys.append(account_key(pool_id(route.hops[-2].account_id, pool_of(route.client_id))))
         accounts, tariffs, call = {}, {}, None
         books: Dict[str, Dict[str, list]] = {t: {} for t in tariff_ids}
         ttl = cache.seconds()
