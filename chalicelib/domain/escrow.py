@@ -39,6 +39,15 @@ shares parked in a client's slot are not available to the owner's other clients 
 takes them back (idle: IDLE_AFTER; dry: at its next request), so a call may be refused with
 ``concurrent_calls_limit`` or ``cps_limit`` while the owner's true count is below it by at most the free
 permits (or shares) of its other slots.
+
+Pools. When a top reseller (the root's child, whose item every call of its tree would meet) runs dry, the
+rebalancer takes its escrow back and spreads what its item has left over POOLS pool items
+(``<owner>~<k>``, each one slot for the owner, like a client item's). Every call under it reads the one
+pool its client maps to (``pool_of``) with the chain, and holds from it when its own slot cannot; so the
+last money is spent through 32 items at the rate calls arrive, not through one item at the rate one item
+takes conflicting transactions. A pool whose remainder is below a hold strands it until the next pass
+levels the pools again (``plan_pools``), at most POOLS holds; pools carry money only, so a top reseller
+with a concurrent-call or CPS limit has none (its own limit caps its rate anyway).
 """
 import zlib
 from dataclasses import dataclass, replace
