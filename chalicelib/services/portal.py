@@ -69,6 +69,9 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
+LIMIT_FIELDS = ("max_calls", "cps_limit", "daily_limit", "monthly_limit")
+
+
 class Portal:
     def __init__(self, store, identity=None, clock: Callable[[], float] = time.time):
         self.store, self.identity, self.clock = store, identity, clock
@@ -184,6 +187,10 @@ class Portal:
                                       search=(updated.name, updated.email))
         except Refused as exc:
             raise self._refusal(account, exc) from exc
+        if any(getattr(updated, f) != getattr(account, f) for f in LIMIT_FIELDS if f in fields):
+            # Permits and CPS shares lent under the old limits (and money, if a spend limit now keeps the
+            # level on its own item) come back within a rebalancer tick and are lent again under the new.
+            self.store.request_recall(account.id, int(self.clock()))
         return self.store.account(account.id)
 
     def set_status(self, principal: Principal, account_id: str, action: str) -> Account:

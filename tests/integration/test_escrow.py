@@ -363,3 +363,23 @@ def test_pools_pay_out_the_last_money_of_a_dry_top_reseller_to_whoever_calls(aws
     assert all(s.available == 0 and s.spent == 0 for s in pools_of("r").values())
     assert account("r").held == 0
     assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])
+
+
+def test_a_changed_limit_brings_the_permits_and_shares_lent_under_the_old_one_back_within_a_tick(demo):
+    from chalicelib.domain.access import Principal
+    from chalicelib.services.portal import Portal
+    store = DynamoStore()
+    assert isinstance(dial(store, "1001", "l-1"), Authorized)
+    rebalance(store, NOW)
+    assert account("acme").e1r == SHARE and account("cumulus").cps_lent == SHARE
+    # WHEN borealis lowers cumulus's CPS limit
+    Portal(store, clock=clock()).edit(Principal("borealis", "reseller", "admin/atlas/borealis"), "cumulus",
+                                      {"cps_limit": 3})
+    rebalance(store, NOW + 1)
+    # THEN the next pass takes cumulus's escrow back (money, permits, share); calls ask for it again
+    acme, cumulus = account("acme"), account("cumulus")
+    assert (acme.e1a, acme.e1c, acme.e1r) == (0, 0, 0) and not cumulus.cps_lent
+    assert cumulus.active_calls == 1                                    # only l-1, held on its own item
+    complete_call(store, "l-1", 30, "ANSWERED", key_hash(DEMO_KEY), clock(NOW + 31))
+    assert isinstance(dial(store, "1001", "l-2", at=NOW + 40), Authorized)
+    assert account("acme").e1w == "cumulus"                             # asks for escrow again
