@@ -43,9 +43,9 @@ def make_seed(clients: int, subs: int = 10, hot_top: bool = False, max_duration:
 
     Prices for prefix 1 (dial 1 + 10 digits): carrier 0.005, top buys at 0.008, subs at 0.012, clients at
     0.02 per minute, 6 s / 6 s. Money for long runs: top 1,000,000, each sub 100,000, each client 1,000.
-    The top reseller is escrowed (no limits) unless `hot_top`: then it gets a `max_calls` it never
-    reaches, which makes every call hold and settle on its own item (the hot item the lock window is
-    measured on). Ids start with `prefix` (default `lh` with `hot_top`, else `lt`), so both trees can be
+    The top reseller is escrowed (no limits) unless `hot_top`: then it gets a daily spend limit it never
+    reaches (the one limit escrow does not lend out: domain.escrow), which makes every call hold and
+    settle on its own item (the hot item the lock window is measured on). Ids start with `prefix` (default `lh` with `hot_top`, else `lt`), so both trees can be
     loaded into one stage side by side; only the admin and its carrier tariff are shared. No switch keys:
     issue one with scripts/switch_keys.py --stage <stage> new loadtest."""
     if clients < 1 or subs < 1:
@@ -66,7 +66,7 @@ def make_seed(clients: int, subs: int = 10, hot_top: bool = False, max_duration:
     top = {"id": f"{p}-top", "role": "reseller", "parent": "admin", "name": "Load test top reseller",
            "tariff": f"{p}-top-buys", "balance": "1000000"}
     if hot_top:
-        top["max_calls"] = 1_000_000
+        top["daily_limit"] = "1000000"
     accounts = [{"id": "admin", "role": "admin", "name": "Load test operator", "tariff": "lt-carrier"}, top]
     for j in range(subs):
         tariffs.append({"id": f"{p}-retail-{j}", "owner": f"{p}-sub-{j}", "name": f"load test: sub {j} retail",
@@ -427,7 +427,7 @@ def main(argv=None) -> int:
                         help="write a load-test seed with this many clients instead of running")
     parser.add_argument("--subs", type=int, default=10, help="--make-seed: sub-resellers under the top one")
     parser.add_argument("--hot-top", action="store_true",
-                        help="--make-seed: give the top reseller a max_calls limit, so it is not escrowed")
+                        help="--make-seed: give the top reseller a daily spend limit, so it is not escrowed")
     parser.add_argument("--prefix", help="--make-seed: account id prefix (default lt, or lh with --hot-top)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("load-seed.json"),
                         help="--make-seed: where to write the seed (SIP usernames go to <out>.accounts.txt)")
@@ -441,7 +441,7 @@ def main(argv=None) -> int:
         accounts = write_seed_files(seed, args.out)
         top = seed["accounts"][1]["id"]
         print(f"wrote {args.out} ({len(seed['accounts'])} accounts, top reseller {top}"
-              f"{' with max_calls: not escrowed' if args.hot_top else ' escrowed'}) and {accounts}")
+              f"{' with a daily spend limit: not escrowed' if args.hot_top else ' escrowed'}) and {accounts}")
         return 0
     if not (args.url and args.key and args.accounts):
         parser.error("--url, --key (or CASCADE_API_KEY) and --accounts are required to run")

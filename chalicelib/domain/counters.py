@@ -2,8 +2,10 @@
 this UTC day and month (daily and monthly spend limits).
 
 They used to be items of their own (``CPS#<id>/<second>``, ``SPEND#<id>/D#<day>``), one more transactional
-write each per call (2 WRU) and one more read. A level with such a limit writes its own account item with
-every call anyway (it is never escrowed: domain.escrow), so the counters ride on that write for free.
+write each per call (2 WRU) and one more read. A level with a spend limit writes its own account item
+with every call anyway (it is not escrowed: domain.escrow), and so does the client; a level whose CPS
+limit is escrowed counts most calls on its clients' slots instead (the share), and the rest here. The
+counters ride on writes the call makes anyway.
 
 Each counter is a period and a value (``Counter``). DynamoDB conditions cannot add, and an update cannot
 choose between "add to this period" and "start a new one", so the choice is made from the item as read:

@@ -152,7 +152,7 @@ def test_make_seed_writes_a_seed_the_loader_accepts(tmp_path):
     hot = tmp_path / "hot.json"        # its own ids, so both trees can live in one stage
     run_script("--make-seed", "3", "--hot-top", "--out", str(hot))
     hot_seed = parse_seed(hot.read_text())
-    assert {a.id: a for a in hot_seed.accounts}["lh-top"].max_calls == 1_000_000
+    assert {a.id: a for a in hot_seed.accounts}["lh-top"].daily_limit == 1_000_000   # not escrowable
     assert not {a.id for a in hot_seed.accounts if a.role != "admin"} & {a.id for a in seed.accounts}
     assert (tmp_path / "hot.accounts.txt").read_text().split() == ["lh00000", "lh00001", "lh00002"]
 
