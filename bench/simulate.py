@@ -157,7 +157,8 @@ from chalicelib.adapters.dynamo.models import CDR_SHARDS, HELD_SHARDS, WANT_SHAR
 from chalicelib.domain import ledger  # noqa: E402
 from chalicelib.domain.accounts import ADMIN, CLIENT, RESELLER, Account, TreeSettings  # noqa: E402
 from chalicelib.domain.authorization import INSUFFICIENT_FUNDS  # noqa: E402
-from chalicelib.domain.escrow import (IDLE_AFTER, POOL, POOLS, REFILL_HOLDS, Slot, plan_idle, plan_owner,  # noqa: E402
+from chalicelib.domain.escrow import (IDLE_AFTER, POOL, POOL_AFTER, POOL_PASSES, POOLS, REFILL_HOLDS, Slot,  # noqa: E402
+                                      plan_idle, plan_owner,
                                       plan_pools, pool_id, pool_of)
 from chalicelib.domain.money import ZERO  # noqa: E402
 from chalicelib.domain.rating import call_cost  # noqa: E402
@@ -1064,6 +1065,7 @@ def warm_slots(rng: random.Random, rate: float, clients: int, callers: Sequence[
                 stats["sub_refills"] += sum(1 for m in moves if m.refill)
                 stats["sub_registers"] += sum(1 for m in moves if m.register)
             if owner == "top" and counted:
+                stats["top_wants"] += len(wanted[owner])
                 refills = sum(1 for m in moves if m.refill)
                 stats["top_refills"] += refills
                 stats["top_registers"] += sum(1 for m in moves if m.register)
@@ -1209,20 +1211,19 @@ class Sim:
                         db.set_want(item, True)
                     if slot:
                         item["slots"][d] = slot
-        if self.dry and self.design == "escrow":
+        if self.design == "escrow" and self.dry:
             # The top ran dry at the last tick: the rebalancer recalled its escrow (none is out here) and
-            # spread what its item had left over its pools (services.rebalance._fill_pools, whose
-            # amounts come from the real escrow.plan_pools; the bookkeeping of apply_moves by hand).
-            pools = [pool_id("top", k) for k in range(POOLS)]
-            for m in plan_pools(db.account("top"), [(p, None) for p in pools]):
-                pool = db.add_account(m.client_id, POOL, "top", ZERO)
-                pool["slots"][1] = {"o": "top", "a": m.refill, "u": T0}
-                db.escrow_avail["top"] += m.refill
-                db.registry["top"][m.client_id] = (1, T0)
-                db.owners.setdefault("top", 0)
-                top = db.items["top"]
-                top["held"] += m.refill
-                top["available"] -= m.refill
+            # spread what its item had left over its pools.
+            self._pools()
+        elif self.design == "escrow":
+            # A top reseller with plenty whose calls keep missing their clients' slots keeps about
+            # POOL_PASSES passes' worth of those holds in its pools: the pre-history's average pass, whose
+            # callers are this run's (scaled to the whole tree, as rebalancer_load does).
+            per_pass = (self.pre_history.get("top_wants", 0) / max(1, self.pre_history.get("seconds", 1))
+                        * self.clients / max(1, len(callers)))
+            self.pre_history["top_wants_per_pass"] = round(per_pass, 1)
+            if per_pass >= POOL_AFTER:
+                self._pools(POOL_PASSES * round(per_pass) * HOLD["top"])
         spent: Dict[str, Decimal] = defaultdict(lambda: ZERO)
         for item in db.items.values():
             for s in item["slots"].values():
@@ -1238,6 +1239,21 @@ class Sim:
             self.sched.at(t + lookup_rtt, self._arrival(t, c, call_id, billsec, delay))
         if self.design == "escrow":
             self.sched.at(self.tick_phase, self._ticker)
+
+    def _pools(self, wanted: Optional[Decimal] = None) -> None:
+        """The top's pools as the last tick left them (services.rebalance._fill_pools: the amounts from
+        the real escrow.plan_pools, the bookkeeping of apply_moves by hand)."""
+        db = self.db
+        pools = [pool_id("top", k) for k in range(POOLS)]
+        for m in plan_pools(db.account("top"), [(p, None) for p in pools], wanted):
+            pool = db.add_account(m.client_id, POOL, "top", ZERO)
+            pool["slots"][1] = {"o": "top", "a": m.refill, "u": T0}
+            db.escrow_avail["top"] += m.refill
+            db.registry["top"][m.client_id] = (1, T0)
+            db.owners.setdefault("top", 0)
+            top = db.items["top"]
+            top["held"] += m.refill
+            top["available"] -= m.refill
 
     # --- tasks ----------------------------------------------------------------------------------------
     def _arrival(self, start: float, client: str, call_id: str, billsec: int, delay: float):

@@ -66,6 +66,8 @@ RESERVE = 1              # an owner refills only while it keeps at least RESERVE
 POOLS = 32               # a dry top reseller's last funds are spread over this many pool items
 POOL_SEP = "~"           # pool item ids: <owner>~<k> (an account id never contains it)
 POOL = "pool"            # a pool item's role
+POOL_AFTER = 32          # refill requests in one pass that make a top reseller with plenty fill its pools
+POOL_PASSES = 2          # ... with about this many passes' worth of the holds that asked
 
 
 @dataclass(frozen=True)
@@ -340,20 +342,30 @@ def plan_owner(owner: Account, wanted: Sequence[Tuple[str, Slot]], others: Seque
     return [m for m in moves if not m.empty], dry
 
 
-def plan_pools(owner: Account, pools: Sequence[Tuple[str, Optional[Slot]]]) -> List[SlotMove]:
+def plan_pools(owner: Account, pools: Sequence[Tuple[str, Optional[Slot]]],
+               wanted: Optional[Decimal] = None) -> List[SlotMove]:
     """A dry top reseller that is still active spreads what its item has left over its pools (``pools``:
     pool id, its slot for the owner or None), levelling them up to equal shares: the calls under it then
     hold from POOLS items instead of one, and its last money is granted at the rate they arrive (the
     issue's 95%). At most POOLS x one hold can be stranded (each pool's remainder below a hold) until
-    the next pass levels them again; a pool's spent money is swept on the way."""
+    the next pass levels them again; a pool's spent money is swept on the way.
+
+    ``wanted``: a top reseller with plenty whose calls keep missing their clients' slots (many clients
+    that call rarely) keeps about that much in its pools, given only from plenty (RESERVE), so those
+    calls meet 32 items rather than its one."""
     if owner.status != ACTIVE or owner.available <= ZERO or not pools:
         return []
     held = {pid: max(ZERO, slot.available) if slot is not None else ZERO for pid, slot in pools}
+    spend = owner.available
+    if wanted is not None:
+        spend = min(max(ZERO, wanted - sum(held.values(), ZERO)), owner.available / (1 + RESERVE))
+        if spend <= ZERO:
+            return []
     # Water-filling: the level L that the owner's available lifts the poorest pools to (a pool above L
     # keeps its money): the first k pools (poorest first) such that L = (available + their sum) / k
     # does not exceed the next pool's.
     ordered = sorted(held.values())
-    total = owner.available
+    total = spend
     for k, amount in enumerate(ordered, start=1):
         total += amount
         if k == len(ordered) or total / k <= ordered[k]:

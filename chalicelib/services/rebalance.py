@@ -18,13 +18,15 @@ Bounded times (with the deployed tick of 1 s): a request is served within one ti
 escrow is back within one tick of the request; idle escrow within IDLE_AFTER + IDLE_EVERY seconds.
 """
 import logging
+from decimal import Decimal
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from chalicelib.domain.accounts import Account
-from chalicelib.domain.escrow import (IDLE_AFTER, POOLS, Slot, SlotMove, is_pool, owner_change, pending_wants,
-                                      plan_idle, plan_owner, plan_pools, pool_id, slot_for)
+from chalicelib.domain.escrow import (IDLE_AFTER, POOL_AFTER, POOL_PASSES, POOLS, Slot, SlotMove, is_pool,
+                                      owner_change, pending_wants, plan_idle, plan_owner, plan_pools, pool_id,
+                                      slot_for)
 
 log = logging.getLogger("cascade.rebalance")
 
@@ -62,7 +64,7 @@ class Report:
     pooled: int = 0
 
     def add(self, moves: Sequence[SlotMove]) -> None:
-        self.refilled += sum(1 for m in moves if m.refill)
+        self.refilled += sum(1 for m in moves if m.refill and not is_pool(m.client_id))   # pools: ``pooled``
         self.recalled += sum(1 for m in moves if m.recall)
         self.swept += sum(1 for m in moves if m.sweep)
 
@@ -121,13 +123,21 @@ def _serve_owner(store: EscrowStore, owner: Account, wanted: List[Tuple[str, Slo
     if idle_asks:
         store.clear_wants(sorted(idle_asks))     # nothing to give (a suspended owner): drop the request
     _apply(store, owner.id, moves, now, asked, report, owner, listed)
-    if dry and not recall_all and owner.path.count("/") == 1:
+    if recall_all or owner.path.count("/") != 1:
+        return                      # pools are a top reseller's (domain.escrow.pool_level)
+    if dry:
         _fill_pools(store, owner.id, now, report, listed)
+    elif len(wanted) >= POOL_AFTER:
+        _fill_pools(store, owner.id, now, report, listed,
+                    wanted=POOL_PASSES * sum((slot.need for _, slot in wanted), Decimal(0)))
 
 
-def _fill_pools(store: EscrowStore, owner_id: str, now: int, report: Report, listed: bool) -> None:
+def _fill_pools(store: EscrowStore, owner_id: str, now: int, report: Report, listed: bool,
+                wanted: Optional[Decimal] = None) -> None:
     """A dry top reseller's item keeps nothing back: what it has left (after the recalls just applied)
-    is spread over its pools (domain.escrow.plan_pools), which the calls under it read and hold from."""
+    is spread over its pools (domain.escrow.plan_pools), which the calls under it read and hold from.
+    With plenty (``wanted``), its pools are kept at about that much, so the calls that miss their slots
+    do not all meet its one item."""
     ids = [pool_id(owner_id, k) for k in range(POOLS)]
     found = store.accounts([owner_id] + ids)
     owner = found.get(owner_id)
@@ -137,7 +147,7 @@ def _fill_pools(store: EscrowStore, owner_id: str, now: int, report: Report, lis
     if missing:
         store.create_pools(owner_id, missing)
     pools = [(p, slot_for(found[p], 1, owner_id) if p in found else None) for p in ids]
-    moves = plan_pools(owner, pools)
+    moves = plan_pools(owner, pools, wanted)
     if moves:
         report.pooled += sum(1 for m in moves if m.refill)
         _apply(store, owner_id, moves, now, set(), report, owner, listed)

@@ -96,6 +96,7 @@ CLIENTS = 60
 K = 60                      # funds for one hold per client: every denial is money stranded somewhere
 WARM = 5                    # clients holding escrow before the burst (4 holds each: the owner keeps as much)
 HOLD = Decimal("10")        # r's hold: 600 s at 1.00/min
+REFILL_HOLDS_OF_R = 4 * HOLD   # a first refill of a slot of r: escrow.REFILL_HOLDS x the hold that asked
 
 
 def race_seed(holds=K, clients=CLIENTS):
@@ -383,3 +384,24 @@ def test_a_changed_limit_brings_the_permits_and_shares_lent_under_the_old_one_ba
     complete_call(store, "l-1", 30, "ANSWERED", key_hash(DEMO_KEY), clock(NOW + 31))
     assert isinstance(dial(store, "1001", "l-2", at=NOW + 40), Authorized)
     assert account("acme").e1w == "cumulus"                             # asks for escrow again
+
+
+def test_a_top_reseller_with_plenty_whose_calls_miss_their_slots_fills_its_pools(aws):
+    from chalicelib.domain.escrow import POOL_AFTER, POOL_PASSES
+    load(race_seed(holds=1000))
+    store, digest = DynamoStore(), key_hash(KEY)
+    callers = POOL_AFTER + 8
+    for i in range(callers):      # many clients, each one call: every hold on r's item, every one asks
+        assert isinstance(authorize_call(store, AuthorizeRequest(f"s{i}", "15551230001", f"p-{i}"), digest,
+                                         clock()), Authorized)
+    before = account("r").available
+    report = rebalance(store, NOW)
+    assert report.dry == [] and report.refilled == callers and report.pooled == 32
+    in_pools = sum(s.available for s in pools_of("r").values())
+    assert in_pools == POOL_PASSES * callers * HOLD                      # two passes' worth of those holds
+    assert account("r").available == before - callers * REFILL_HOLDS_OF_R - in_pools
+    # the next call that misses its slot holds from its pool, not from r's item
+    assert isinstance(authorize_call(store, AuthorizeRequest(f"s{callers}", "15551230001", "p-next"), digest,
+                                     clock()), Authorized)
+    assert [l.pool > 0 for l in store.find_call("p-next", None)[0].levels if l.account_id == "r"] == [True]
+    assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])

@@ -246,3 +246,13 @@ def test_pools_never_take_more_than_the_owner_has_and_end_level(available, held)
         (level,) = {after[m.client_id] for m in moves}
         given_to = {m.client_id for m in moves}
         assert all(a >= level - D("0.000001") for p, a in after.items() if p not in given_to)
+
+
+def test_a_top_reseller_with_plenty_keeps_only_what_is_wanted_in_its_pools_and_never_more_than_it_keeps():
+    from chalicelib.domain.escrow import plan_pools
+    rich = Account("top", "reseller", "admin", "t", balance=D("1000"))
+    pools = [(f"top~{k}", Slot(1, "top", available=D("5"))) for k in range(4)]          # 20 in pools
+    assert sum(m.refill for m in plan_pools(rich, pools, wanted=D("60"))) == D("40")    # tops up to 60
+    assert plan_pools(rich, pools, wanted=D("20")) == []                                # enough already
+    poor = Account("top", "reseller", "admin", "t", balance=D("30"))
+    assert sum(m.refill for m in plan_pools(poor, pools, wanted=D("60"))) == D("15")    # keeps 15 of 30
