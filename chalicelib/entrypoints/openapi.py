@@ -204,6 +204,21 @@ SCHEMAS: Dict[str, dict] = {
     "Principal": _object({"account_id": STR, "role": {"type": "string", "enum": list(ROLES)}, "path": STR,
                           "via": {"type": "string", "enum": ["token", "api_key"]}}),
     "Accepted": _object({"status": STR, "message": STR}),
+    "Tariff": _object({
+        "id": STR, "owner": dict(STR, description="the account that sells with it"), "name": STR,
+        "kind": {"type": "string", "enum": ["table", "markup"]},
+        "markup_fixed": dict(MONEY_OUT, description="markup tariffs: added to the owner's own price"),
+        "markup_percent": dict(MONEY_OUT, description="markup tariffs: percent on the owner's own price"),
+        "increments": {"type": "array", "items": {"type": "integer"}, "nullable": True,
+                       "description": "[minimum, initial, subsequent] seconds overriding the rates'"}}),
+    "TariffPage": _object({"items": {"type": "array", "items": _ref("Tariff")}, "next_cursor": STR_OR_NULL}),
+    "TariffWithRates": {"allOf": [_ref("Tariff"), _object({"rates": {
+        "type": "array", "description": "every version of every prefix, by prefix",
+        "items": _object({
+            "prefix": STR, "name": STR, "price": dict(MONEY_OUT, description="per minute"),
+            "connect_fee": MONEY_OUT, "minimum": {"type": "integer"}, "initial": {"type": "integer"},
+            "subsequent": {"type": "integer"},
+            "effective_from": dict(STR, description="ISO 8601, UTC: the newest version in force rates calls")})}})]},
 }
 
 #: (method, path) -> the component its success answer is
@@ -227,6 +242,8 @@ RESPONSES: Dict[Tuple[str, str], str] = {
     ("get", "/accounts/{account_id}/ledger"): "EntryPage",
     ("post", "/accounts/{account_id}/api-keys"): "NewApiKey",
     ("get", "/accounts/{account_id}/api-keys"): "ApiKeyList",
+    ("get", "/accounts/{account_id}/tariffs"): "TariffPage",
+    ("get", "/accounts/{account_id}/tariffs/{tariff_id}"): "TariffWithRates",
 }
 
 ERRORS = {
@@ -392,6 +409,7 @@ def document(routes) -> dict:
         "servers": [{"url": "/"}],
         "tags": [{"name": "accounts", "description": "the account tree, behind the wall"},
                  {"name": "money", "description": "payments, charges, transfers, credit limits, balance, ledger"},
+                 {"name": "tariffs", "description": "the price lists an account sells with"},
                  {"name": "auth", "description": "sign-in, sessions, passwords and API keys"},
                  {"name": "meta", "description": "this document"}],
         "paths": dict(sorted(paths.items())),

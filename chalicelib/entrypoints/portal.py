@@ -19,7 +19,7 @@ from chalicelib.domain.identity import IdentityError, InvalidRequest, NotAuthent
 from chalicelib.domain.ledger import ENTRY_KINDS, InvalidAmount
 from chalicelib.domain.money import NotMoney, money
 from chalicelib.services.ports import AlreadyExists, BadCursor, StoreBusy
-from chalicelib.services.portal import Conflict, Forbidden, InvalidInput, NotFound, Portal
+from chalicelib.services.portal import Conflict, Forbidden, InvalidInput, NoSuchTariff, NotFound, Portal
 
 from . import metrics
 from .portal_guard import principal_of
@@ -30,6 +30,7 @@ portal_bp = Blueprint(__name__)
 MAX_BODY_BYTES = 16 * 1024
 ROUTES: List[dict] = []          # what /openapi.json is built from
 NOT_FOUND = {"error": "not_found", "message": "no such account"}
+NO_TARIFF = {"error": "not_found", "message": "no such tariff"}
 IDENTITY_STATUS = {"invalid_request": 400, "weak_password": 400, "invalid_token": 401, "forbidden": 403,
                    "email_taken": 409, "login_exists": 409}
 
@@ -261,6 +262,8 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 return _error(401, "invalid_token", "a valid Bearer token or X-Portal-Key is required")
             except NotFound:
                 return _json(404, NOT_FOUND)
+            except NoSuchTariff:
+                return _json(404, NO_TARIFF)
             except Forbidden as exc:
                 return _error(403, exc.code, exc.message)
             except Conflict as exc:
@@ -313,6 +316,27 @@ def create_child(p: Portal, principal, account_id, data, **_):
 def list_children(p: Portal, principal, account_id, query, **_):
     items, cursor = p.children(principal, account_id, query["limit"], query.get("cursor"))
     return {"items": [account_view(a, principal) for a in items], "next_cursor": cursor}
+
+
+def tariff_view(tariff) -> dict:
+    return {"id": tariff.id, "owner": tariff.owner, "name": tariff.name, "kind": tariff.kind,
+            "markup_fixed": tariff.markup_fixed, "markup_percent": tariff.markup_percent,
+            "increments": list(tariff.increments) if tariff.increments else None}
+
+
+@portal_route("/accounts/{account_id}/tariffs", "GET", "The tariffs an account owns (its price lists)",
+              query=PAGE, tag="tariffs")
+def list_tariffs(p: Portal, principal, account_id, query, **_):
+    items, cursor = p.tariffs(principal, account_id, query["limit"], query.get("cursor"))
+    return {"items": [tariff_view(t) for t in items], "next_cursor": cursor}
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}", "GET",
+              "One of an account's tariffs with every rate version", tag="tariffs")
+def get_tariff(p: Portal, principal, account_id, tariff_id, **_):
+    tariff, book = p.tariff(principal, account_id, tariff_id)
+    return dict(tariff_view(tariff), rates=[dict(r.to_dict(), prefix=prefix) for prefix in sorted(book)
+                                            for r in book[prefix]])
 
 
 @portal_route("/accounts/{account_id}/descendants", "GET", "Search an account's subtree", query=SEARCH)

@@ -33,6 +33,10 @@ class NotFound(Exception):
     """No such account, or one outside the caller's wall: the same answer for both."""
 
 
+class NoSuchTariff(Exception):
+    """No tariff of that id owned by that account (the account itself is inside the caller's wall)."""
+
+
 class Forbidden(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -228,6 +232,22 @@ class Portal:
     def children(self, principal: Principal, account_id: str, limit: int, cursor: Optional[str]):
         account = self.walled(principal, account_id)
         return self.store.children(account.id, limit, cursor)
+
+    # --- tariffs (read) -----------------------------------------------------------------------------
+
+    def tariffs(self, principal: Principal, account_id: str, limit: int, cursor: Optional[str]):
+        """The price lists an account owns (sells with), for the account and its ancestors. What its
+        parent charges it is not among them: the parent owns that tariff."""
+        account = self.walled(principal, account_id)
+        return self.store.tariffs(account.id, limit, cursor)
+
+    def tariff(self, principal: Principal, account_id: str, tariff_id: str):
+        """One tariff the account owns, with every rate version by prefix."""
+        account = self.walled(principal, account_id)
+        tariff = self.store.tariff(tariff_id) if isinstance(tariff_id, str) and tariff_id else None
+        if tariff is None or tariff.owner != account.id:
+            raise NoSuchTariff(tariff_id)
+        return tariff, self.store.tariff_rates(tariff.id)
 
     def descendants(self, principal: Principal, account_id: str, limit: int, cursor: Optional[str],
                     role: Optional[str] = None, status: Optional[str] = None, text: Optional[str] = None):

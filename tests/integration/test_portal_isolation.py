@@ -21,6 +21,7 @@ changes what a later caller is judged on (outsiders and the account itself first
 bottom-up).
 """
 import itertools
+from decimal import Decimal
 import re
 from typing import Callable, Dict, Optional, Tuple
 
@@ -79,7 +80,11 @@ SAMPLES: Dict[str, Callable[[str], Optional[dict]]] = {
     "POST /accounts/{account_id}/api-keys": lambda target: {"name": "matrix key"},
     "GET /accounts/{account_id}/api-keys": lambda target: None,
     "DELETE /accounts/{account_id}/api-keys/{ref}": lambda target: None,
+    "GET /accounts/{account_id}/tariffs": lambda target: None,
+    "GET /accounts/{account_id}/tariffs/{tariff_id}": lambda target: None,
 }
+# A tariff each target owns (acme, a client, sells to nobody: the matrix gives it one)
+OWNED_TARIFF = {"acme": "acme-own", "cumulus": "cumulus-retail", "atlas": "borealis-buys"}
 
 # Routes an account uses on itself: creating below itself, its own API keys.
 SELF_SERVICE = {"POST /accounts/{account_id}/children", "POST /accounts/{account_id}/api-keys",
@@ -136,6 +141,13 @@ class World:
                 name = f"del{next(_names)}"
                 self.portal.ok("admin", "POST", "/accounts/acme/sip-users", {"username": name}, status=201)
                 params["username"] = name
+        if "{tariff_id}" in route["path"]:
+            params["tariff_id"] = OWNED_TARIFF[target]
+            if target == "acme":
+                from chalicelib.adapters.dynamo.writer import tariff_items
+                from chalicelib.domain.tariffs import Rate, Tariff
+                for item in tariff_items(Tariff("acme-own", owner="acme"), [Rate("1", Decimal("1"))]):
+                    item.save()
         if "{ref}" in route["path"]:
             params["ref"] = "000000000000"
             if ROLES[target] != "client":             # a fresh API key of the target's, for each request

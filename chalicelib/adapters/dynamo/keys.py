@@ -18,6 +18,10 @@ def children_list(parent_id: str) -> str:
     return f"CHILDREN#{parent_id}"
 
 
+def tariff_list(owner_id: str) -> str:
+    return f"TARIFFS#{owner_id}"
+
+
 def identity_key(name: str) -> Tuple[str, str]:
     return f"ID#{name}", ROOT
 

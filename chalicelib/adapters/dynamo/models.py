@@ -89,8 +89,8 @@ class SubtreeIndex(GlobalSecondaryIndex):
 
 
 class ListingIndex(GlobalSecondaryIndex):
-    """Sparse: short lists read by a Query: an account's children (``CHILDREN#<parent>``, by id) and
-    the switch keys (``SWITCHKEYS``, by switch id)."""
+    """Sparse: short lists read by a Query: an account's children (``CHILDREN#<parent>``, by id), the
+    tariffs an account owns (``TARIFFS#<owner>``, by id) and the switch keys (``SWITCHKEYS``, by switch id)."""
     class Meta:
         index_name = "listing"
         projection = IncludeProjection(["kind"])

@@ -25,9 +25,11 @@ from pynamodb.exceptions import DeleteError, PutError, QueryError, UpdateError
 from chalicelib.services.ports import AlreadyExists, BadCursor, Refused, StoreBusy
 from chalicelib.services.records import Route, level_view
 
-from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key
-from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem
-from .reads import to_account, to_call
+from chalicelib.domain.tariffs import Rate, Tariff
+
+from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key, tariff_key, tariff_list
+from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem, RateGroupItem, TariffItem
+from .reads import to_account, to_call, to_tariff
 from .writes import Tx, account_item, change_update, search_text
 
 SIP_USERS_LIST = "SIPUSERS#"
@@ -160,6 +162,22 @@ class PortalStore:
         result = CoreItem.listing.query(children_list(parent_id), limit=limit, last_evaluated_key=start)
         items, last = _checked(lambda: _page(result, limit))
         return [to_account(i) for i in full_items(items) if isinstance(i, AccountItem)], encode_cursor(last)
+
+    def tariffs(self, owner_id: str, limit: int, cursor: Optional[str]) -> Tuple[List[Tariff], Optional[str]]:
+        """The tariffs an account owns, by id (the ``listing`` index, ``TARIFFS#<owner>``)."""
+        start = _expect(decode_cursor(cursor), {"pk", "sk", "list_pk", "list_sk"}, list_pk=tariff_list(owner_id))
+        result = CoreItem.listing.query(tariff_list(owner_id), limit=limit, last_evaluated_key=start)
+        items, last = _checked(lambda: _page(result, limit))
+        return [to_tariff(i) for i in full_items(items) if isinstance(i, TariffItem)], encode_cursor(last)
+
+    def tariff_rates(self, tariff_id: str) -> Dict[str, List[Rate]]:
+        """Every rate version of a tariff, by prefix (one Query over its rate groups)."""
+        book: Dict[str, List[Rate]] = {}
+        for item in RateGroupItem.query(tariff_key(tariff_id)[0], RateGroupItem.sk.startswith("G#"),
+                                        consistent_read=True):
+            for prefix, versions in item.rates.items():
+                book[prefix] = [Rate.from_dict(v) for v in versions]
+        return book
 
     def subtree(self, tree: str, path: str, limit: int, cursor: Optional[str], role: Optional[str] = None,
                 status: Optional[str] = None, text: Optional[str] = None) -> Tuple[List[Account], Optional[str]]:

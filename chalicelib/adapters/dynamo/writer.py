@@ -11,7 +11,7 @@ from chalicelib.services.switch_keys import key_hash, new_key
 
 from chalicelib.domain import ledger
 
-from .keys import SWITCH_KEYS_LIST, iso_ms, rate_group_key, switch_key_key, tariff_key
+from .keys import SWITCH_KEYS_LIST, iso_ms, rate_group_key, switch_key_key, tariff_key, tariff_list
 from .models import AccountItem, CoreItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
 from .portal_store import identity_item
 from .writes import account_item, journal_item
@@ -34,7 +34,8 @@ def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
         groups[group_of(rate.prefix)][rate.prefix].append(rate.to_dict())
     items = [TariffItem(*tariff_key(tariff.id), id=tariff.id, owner=tariff.owner, tariff_kind=tariff.kind,
                         name=tariff.name, markup_fixed=tariff.markup_fixed, markup_percent=tariff.markup_percent,
-                        increments=list(tariff.increments) if tariff.increments else None)]
+                        increments=list(tariff.increments) if tariff.increments else None,
+                        list_pk=tariff_list(tariff.owner), list_sk=tariff.id)]
     for group, book in groups.items():
         item = RateGroupItem(*rate_group_key(tariff.id, group), tariff_id=tariff.id, rates=dict(book))
         if len(RateGroupItem.rates.serialize(item.rates)) > MAX_GROUP_BYTES:
