@@ -244,7 +244,9 @@ class Portal:
     def tariff(self, principal: Principal, account_id: str, tariff_id: str):
         """One tariff the account owns, with every rate version by prefix."""
         account = self.walled(principal, account_id)
-        tariff = self.store.tariff(tariff_id) if isinstance(tariff_id, str) and tariff_id else None
+        # Ids are at most 64 characters (the schema's tariff_id): a longer one would be a key DynamoDB refuses
+        known = isinstance(tariff_id, str) and 0 < len(tariff_id) <= 64
+        tariff = self.store.tariff(tariff_id) if known else None
         if tariff is None or tariff.owner != account.id:
             raise NoSuchTariff(tariff_id)
         return tariff, self.store.tariff_rates(tariff.id)

@@ -55,3 +55,15 @@ def test_the_documented_example_is_what_the_api_answers(client, demo):
     assert portal.ok("cumulus", "GET", "/accounts/cumulus/tariffs/cumulus-retail")["rates"][0] == {
         "prefix": "1", "name": "USA/Canada", "price": "0.020000", "connect_fee": "0.000000", "minimum": 0,
         "initial": 6, "subsequent": 6, "effective_from": "1970-01-01T00:00:00Z"}
+
+
+def test_an_oversized_tariff_id_is_a_404_and_never_reaches_the_table(client, demo, monkeypatch):
+    # DynamoDB refuses a partition key over 2,048 bytes (a 500); moto does not, so the test watches the reads
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    asked = []
+    real = DynamoStore.tariff
+    monkeypatch.setattr(DynamoStore, "tariff", lambda self, tid: asked.append(tid) or real(self, tid))
+    status, body = Portal(client)("cumulus", "GET", "/accounts/cumulus/tariffs/" + "x" * 3000)
+    assert (status, body) == (404, {"error": "not_found", "message": "no such tariff"}) and asked == []
+    assert Portal(client).ok("cumulus", "GET", "/accounts/cumulus/tariffs/cumulus-retail")["id"] == "cumulus-retail"
+    assert asked == ["cumulus-retail"]
