@@ -43,6 +43,10 @@ def test_a_good_seed_parses():
     ({"accounts.1.tariff": "missing"}, "accounts[1].tariff"),
     ({"accounts.1.commission_percent": "100"}, "accounts[1].commission_percent"),
     ({"accounts.1.max_calls": -1}, "accounts[1].max_calls"),
+    ({"accounts.1.id": "top~3"}, "accounts[1].id"),        # '~' names a top reseller's pools
+    ({"accounts.1.id": "a/b"}, "accounts[1].id"),
+    ({"accounts.1.id": "a#b"}, "accounts[1].id"),
+    ({"accounts.1.id": 7}, "accounts[1].id"),
 ])
 def test_a_bad_field_is_named(change, field):
     with pytest.raises(InvalidSeed) as err:
