@@ -33,8 +33,9 @@ or CPS limit escrows its limits with its money:
                owner's ``cps_limit`` (owner.cps_lent = sum of shares); the owner's own calls may start
                cps_limit - cps_lent a second.
 
-Both limits stay upper bounds (never exceeded, except that a share recalled in the middle of a second may
-let that one second exceed the limit by the share, 1 call), but they become conservative: permits and
+Both limits stay exact upper bounds (a share is taken back only from a slot that started no call in the
+current second, so the owner's item never starts it in a second the slot used it), but they become
+conservative: permits and
 shares parked in a client's slot are not available to the owner's other clients until the rebalancer
 takes them back (idle: IDLE_AFTER; dry: at its next request), so a call may be refused with
 ``concurrent_calls_limit`` or ``cps_limit`` while the owner's true count is below it by at most the free
@@ -107,6 +108,7 @@ class SlotChange:
     share: int = 0                  # CPS share delta (the rebalancer)
     start: Optional[int] = None     # a call starts from the slot in this second (uses the CPS share)
     new_second: bool = False        # ... the slot's counter is of an older second: start it at 1
+    idle_since: Optional[int] = None   # guard of a share taken back: no call started from it this second
 
     @property
     def empty(self) -> bool:
@@ -167,6 +169,12 @@ def pool_level(chain: Sequence[Account]) -> Optional[int]:
     return None
 
 
+def pool_for(chain: Sequence[Account]) -> Optional[str]:
+    """The id of the pool item this chain's client holds from (None: no top reseller above it)."""
+    i = pool_level(chain)
+    return None if i is None else pool_id(chain[i].id, pool_of(chain[0].id))
+
+
 def usable_pool(chain: Sequence[Account], i: int, level, pool: Optional[Account]) -> Optional[Slot]:
     """The pool's slot if level i may hold from it: escrowable, without concurrent-call or CPS limits
     (pools carry money only; a limited top reseller is capped by its own limits anyway)."""
@@ -213,7 +221,7 @@ def place(chain: Sequence[Account], levels: Sequence, now: int,
         else:
             pooled = usable_pool(chain, i, level, pool)
             if pooled is not None and pooled.available >= level.hold:
-                placed[i] = replace(level, pool=1 + int(pool.id.rsplit(POOL_SEP, 1)[1]))
+                placed[i] = replace(level, pool=1 + pool_of(chain[0].id))
             if _refill_helps(account, slot_for(chain[0], i, account.id), level.hold):
                 wants.append((i, account.id, level.hold))
     return placed, tuple(wants), tuple(fresh)
@@ -243,14 +251,16 @@ class SlotMove:
     share: int = 0                   # CPS share given (> 0) or taken back (< 0)
     register: bool = False           # list the slot in the owner's registry (a refill of an empty slot)
 
-    def slot_change(self) -> SlotChange:
+    def slot_change(self, now: Optional[int] = None) -> SlotChange:
         # A sweep never fails: calls only add to spent. A recall takes only what is still available
-        # (and only free permits; a share is the rebalancer's alone to change).
+        # (and only free permits). A share comes back only from a slot no call started from in this
+        # second (``now``): the owner's item may start the share itself from the moment it is back, so
+        # taking it mid-second would let that second go over the limit.
         return SlotChange(self.distance, self.owner, available=self.refill - self.recall, spent=-self.sweep,
                           min_available=self.recall - self.refill if self.recall > self.refill else None,
                           min_spent=self.sweep if self.sweep else None, claim=self.claim,
                           permits=self.permits, min_permits=-self.permits if self.permits < 0 else None,
-                          share=self.share)
+                          share=self.share, idle_since=now if self.share < 0 else None)
 
     @property
     def empty(self) -> bool:

@@ -9,7 +9,7 @@ from chalicelib.domain import authorization as authz
 from chalicelib.domain.accounts import InvalidTree, check_chain
 from chalicelib.domain.authorization import Denial, Grant, decide, price_chain
 from chalicelib.domain.counters import reserved
-from chalicelib.domain.escrow import pool_id, pool_level, pool_of
+from chalicelib.domain.escrow import pool_for
 from chalicelib.domain.numbers import DialPlan, InvalidNumber, normalize
 
 from .ports import DuplicateCall, Refused, StoreBusy, SwitchStore
@@ -103,8 +103,8 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
             log.error("call %s: broken account tree: %s", request.call_id, exc)
             return deny(authz.ACCOUNT_UNKNOWN)
         rates = price_chain(chain, snap.tariffs, snap.books, number, iso(now))
-        top = pool_level(chain)
-        pool = snap.accounts.get(pool_id(chain[top].id, pool_of(chain[0].id))) if top is not None else None
+        pool_item = pool_for(chain)
+        pool = snap.accounts.get(pool_item) if pool_item else None
         decision = decide(chain, rates, snap.usage, settings, now, pool)
         if isinstance(decision, Denial):
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)

@@ -89,9 +89,12 @@ def rebalance(store: EscrowStore, now: int, idle: bool = False) -> Report:
         owner = owners.get(owner_id)
         if owner is None:
             continue
+        refused_before = report.refused
         _serve_owner(store, owner, wanted.get(owner_id, []), owner_id in recalls, now, report,
                      listed=owner_id in listed)
-        if owner_id in recalls:
+        if owner_id in recalls and report.refused == refused_before:
+            # A refused move (a call moved the slot, or started from its CPS share this second) keeps
+            # the request for the next pass, which reads the slots afresh.
             store.clear_recall(owner_id, recalls[owner_id])
     if idle:
         _recall_idle(store, now, report)

@@ -405,3 +405,17 @@ def test_a_top_reseller_with_plenty_whose_calls_miss_their_slots_fills_its_pools
                                      clock()), Authorized)
     assert [l.pool > 0 for l in store.find_call("p-next", None)[0].levels if l.account_id == "r"] == [True]
     assert_ledger_invariant(["r", "admin"] + [f"c{i}" for i in range(CLIENTS)])
+
+
+def test_a_cps_share_is_not_taken_back_in_a_second_a_call_started_from_it(demo):
+    store = DynamoStore()
+    assert isinstance(dial(store, "1001", "s-1"), Authorized)
+    complete_call(store, "s-1", 30, "ANSWERED", key_hash(DEMO_KEY), clock(NOW + 31))
+    rebalance(store, NOW + 31)
+    assert isinstance(dial(store, "1001", "s-2", at=NOW + 100), Authorized)     # starts from the share
+    assert account("acme").e1t == str(NOW + 100)
+    store.request_recall("cumulus", NOW + 100)
+    rebalance(store, NOW + 100)                  # same second: cumulus's item may not start it yet
+    assert account("acme").e1r == SHARE and account("cumulus").cps_lent == SHARE
+    rebalance(store, NOW + 101)                  # the recall request stays until served
+    assert account("acme").e1r == 0 and not account("cumulus").cps_lent

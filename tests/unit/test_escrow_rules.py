@@ -190,6 +190,9 @@ def test_refills_lend_permits_and_a_share_only_from_plenty_and_take_them_back_wh
     assert dry and moves == [SlotMove("x", 1, "sub", recall=D("5"), permits=-2, share=-1)]
     assert owner_change(moves).active_calls == -2 and owner_change(moves).max_active_calls is None
     assert plan_idle("sub", "x", other[1]) == SlotMove("x", 1, "sub", recall=D("5"), permits=-2, share=-1)
+    # a share comes back only from a slot that started no call in the rebalancer's current second
+    assert plan_idle("sub", "x", other[1]).slot_change(NOW).idle_since == NOW
+    assert moves[0].slot_change(NOW).idle_since == NOW
 
 
 # --- pools: a dry top reseller's last money ------------------------------------------------------------
@@ -216,15 +219,16 @@ def test_a_dry_top_reseller_levels_its_pools_up_to_equal_shares_with_what_its_it
 
 
 def test_a_level_short_on_its_client_slot_holds_from_its_pool_before_its_own_item():
-    from chalicelib.domain.escrow import pool_id
+    from chalicelib.domain.escrow import pool_for, pool_of
     c = chain("2", top_available=D("3"))
-    pool = Account(pool_id("top", 5), "pool", "top", None, escrow=(Slot(1, "top", available=D("20")),))
+    assert pool_for(c) == f"top~{pool_of('c')}"                    # the pool authorize reads for client c
+    pool = Account(pool_for(c), "pool", "top", None, escrow=(Slot(1, "top", available=D("20")),))
     assert funds(c, 2, levels()[2], NOW, pool=pool) == D("20")
     placed, wants, _ = place(c, levels(), NOW, pool)
-    assert (placed[2].escrow, placed[2].pool) == (0, 6) and (2, "top", D("6")) in wants
-    change = next(ch for ch in holds(placed, wants, NOW) if ch.account_id == "top~5")
+    assert (placed[2].escrow, placed[2].pool) == (0, 1 + pool_of("c")) and (2, "top", D("6")) in wants
+    change = next(ch for ch in holds(placed, wants, NOW) if ch.account_id == pool_for(c))
     assert (change.slots[0].distance, change.slots[0].available, change.slots[0].min_available) == (1, D("-6"), D("6"))
-    assert [ch.account_id for ch in releases(placed)] == ["c", "sub", "top~5"]
+    assert [ch.account_id for ch in releases(placed)] == ["c", "sub", pool_for(c)]
 
 
 from hypothesis import given, strategies as st  # noqa: E402

@@ -64,7 +64,7 @@ class DynamoEscrow:
                   must_exist=True)
         clear = set(clear_wants)
         for move in moves:
-            actions, guards = slot_update(move.slot_change())
+            actions, guards = slot_update(move.slot_change(now))
             a, k = AccountItem, move.distance
             if move.client_id in clear:
                 actions += [getattr(a, f"e{k}w").remove(), getattr(a, f"e{k}n").remove(), a.want.remove()]

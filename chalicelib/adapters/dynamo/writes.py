@@ -84,6 +84,8 @@ def slot_update(sc: SlotChange):
         conditions.append(permits >= sc.min_permits)
     if sc.share:
         actions.append(share.add(sc.share))
+    if sc.idle_since is not None:
+        conditions.append(second.does_not_exist() | (second < str(sc.idle_since)))
     if sc.start is not None:
         # Like domain.counters, but the limit is the slot's own share (attributes compare, never add).
         if sc.new_second:
