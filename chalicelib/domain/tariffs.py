@@ -6,17 +6,24 @@ per-destination overrides that win over the markup whenever one matches the numb
 
 Storage splits a tariff into *rate groups* so a lookup reads a bounded number of items whatever the
 tariff's size: prefixes shorter than ``BUCKET_DIGITS`` are one group each, longer ones are grouped by
-their first ``BUCKET_DIGITS`` digits. A number of any length therefore touches at most
-``BUCKET_DIGITS`` groups per tariff (``candidate_groups``).
+their first ``BUCKET_DIGITS`` digits (their *region*). A region too large for one item is split by one
+more digit, down to ``MAX_GROUP_DIGITS`` (``layout``): a group is always a prefix of the numbers it can
+rate, so a number of any length touches at most ``MAX_GROUP_DIGITS`` groups per tariff
+(``candidate_groups``), read by key in the same round trip whatever the deck.
+
+A rate is never rewritten: a change is a new version with its ``effective_from``, and ending a rate is a
+version marked ``ended`` (the number then falls back to a shorter prefix).
 """
+import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .money import ZERO, money
 
 BUCKET_DIGITS = 4
+MAX_GROUP_DIGITS = 6
 EPOCH = "1970-01-01T00:00:00Z"
 
 
@@ -38,7 +45,7 @@ def utc_iso(text: str) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)     # slots: a 100,000-row deck is held as Rates while it is planned
 class Rate:
     prefix: str
     price: Decimal                      # per minute
@@ -48,9 +55,10 @@ class Rate:
     initial: int = 60                   # first increment, seconds
     subsequent: int = 60                # every later increment, seconds
     effective_from: str = EPOCH         # ISO-8601 UTC; the newest version already in force wins
+    ended: bool = False                 # from effective_from on, the prefix has no rate here
 
     def __post_init__(self):
-        object.__setattr__(self, "effective_from", utc_iso(self.effective_from))
+        object.__setattr__(self, "effective_from", sys.intern(utc_iso(self.effective_from)))
         if not self.prefix.isdigit():
             raise InvalidRate("prefix", f"{self.prefix!r} must be digits")
         if self.price < 0 or self.connect_fee < 0:
@@ -59,12 +67,20 @@ class Rate:
             raise InvalidRate("increment", "increments must be at least 1 second")
         if self.minimum < 0:
             raise InvalidRate("minimum", "must not be negative")
+        if len(self.prefix) > 20:
+            raise InvalidRate("prefix", "must be at most 20 digits")
+
+    def terms(self) -> tuple:
+        """What a version says, without when: two versions with the same terms price alike."""
+        return (self.ended,) if self.ended else (self.name, self.price, self.connect_fee, self.minimum,
+                                                  self.initial, self.subsequent)
 
     def to_dict(self) -> dict:
         return {
             "prefix": self.prefix, "name": self.name, "price": str(self.price),
             "connect_fee": str(self.connect_fee), "minimum": self.minimum, "initial": self.initial,
             "subsequent": self.subsequent, "effective_from": self.effective_from,
+            **({"ended": True} if self.ended else {}),
         }
 
     @classmethod
@@ -75,7 +91,7 @@ class Rate:
                 price=money(data["price"]), connect_fee=money(data.get("connect_fee", "0")),
                 minimum=int(data.get("minimum", 0)), initial=int(data.get("initial", 60)),
                 subsequent=int(data.get("subsequent", 60)),
-                effective_from=str(data.get("effective_from", EPOCH)),
+                effective_from=str(data.get("effective_from", EPOCH)), ended=data.get("ended") is True,
             )
         except KeyError as exc:
             raise InvalidRate(exc.args[0], "is required") from exc
@@ -89,18 +105,53 @@ RateBook = Mapping[str, Sequence[Rate]]   # prefix -> versions (any subset holdi
 
 
 def group_of(prefix: str) -> str:
+    """The region a prefix belongs to (its group unless the region is split: ``layout``)."""
     return prefix if len(prefix) < BUCKET_DIGITS else prefix[:BUCKET_DIGITS]
 
 
+region_of = group_of
+
+
 def candidate_groups(number: str) -> List[str]:
-    """The rate groups that can hold a prefix of ``number``."""
-    groups = [number[:n] for n in range(1, min(len(number), BUCKET_DIGITS - 1) + 1)]
-    if len(number) >= BUCKET_DIGITS:
-        groups.append(number[:BUCKET_DIGITS])
-    return groups
+    """The rate groups that can hold a prefix of ``number``: its own prefixes up to MAX_GROUP_DIGITS."""
+    return [number[:n] for n in range(1, min(len(number), MAX_GROUP_DIGITS) + 1)]
+
+
+class GroupTooLarge(ValueError):
+    def __init__(self, group: str):
+        super().__init__(f"the rates of prefixes starting {group} do not fit one storage item")
+        self.group = group
+
+
+def layout(book: Mapping[str, Sequence], fits: Callable[[Mapping[str, Sequence]], bool]) -> Dict[str, dict]:
+    """Group -> {prefix: versions}: each region in one group while ``fits`` says it fits one item, else
+    split by one more digit (a prefix as long as its group stays in it), down to MAX_GROUP_DIGITS.
+    Deterministic: the same book always gives the same groups."""
+    regions: Dict[str, dict] = {}
+    for prefix, versions in book.items():
+        regions.setdefault(group_of(prefix), {})[prefix] = versions
+    out: Dict[str, dict] = {}
+    pending = sorted(regions.items())
+    while pending:
+        group, members = pending.pop()
+        if len(group) < BUCKET_DIGITS or fits(members):
+            out[group] = members
+            continue
+        if len(group) >= MAX_GROUP_DIGITS:
+            raise GroupTooLarge(group)
+        kept = {p: v for p, v in members.items() if len(p) == len(group)}
+        deeper: Dict[str, dict] = {}
+        for p, v in members.items():
+            if len(p) > len(group):
+                deeper.setdefault(p[:len(group) + 1], {})[p] = v
+        if kept:
+            out[group] = kept
+        pending += sorted(deeper.items())
+    return out
 
 
 def in_force(versions: Iterable[Rate], now_iso: str) -> Optional[Rate]:
+    """The version in force at ``now_iso`` (an ended one included): the newest not in the future."""
     live = [v for v in versions if v.effective_from <= now_iso]
     return max(live, key=lambda v: v.effective_from) if live else None
 
@@ -110,7 +161,7 @@ def longest_match(book: RateBook, number: str, now_iso: str) -> Optional[Rate]:
         versions = book.get(number[:length])
         if versions:
             rate = in_force(versions, now_iso)
-            if rate is not None:
+            if rate is not None and not rate.ended:
                 return rate
     return None
 

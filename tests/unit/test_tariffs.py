@@ -7,10 +7,12 @@ from hypothesis import given, settings, strategies as st
 from chalicelib.domain.accounts import ADMIN, CLIENT, RESELLER, Account
 from chalicelib.domain.authorization import price_chain
 from chalicelib.domain.rating import call_cost
-from chalicelib.domain.tariffs import (BUCKET_DIGITS, EPOCH, InvalidRate, Rate, Tariff, candidate_groups,
-                                       group_of, in_force, longest_match, marked_up)
+from chalicelib.domain.tariffs import (BUCKET_DIGITS, EPOCH, MAX_GROUP_DIGITS, GroupTooLarge, InvalidRate, Rate,
+                                       Tariff, candidate_groups, group_of, in_force, layout, longest_match,
+                                       marked_up)
 
 NOW = "2025-06-15T12:00:00Z"
+ZERO_PRICE = D("0")
 
 
 def r(prefix, price, **kw):
@@ -86,8 +88,8 @@ def test_in_force_of_only_future_versions_is_none():
 # --------------------------------------------------------------------------- rate groups
 
 def test_candidate_groups_of_a_long_number():
-    assert BUCKET_DIGITS == 4
-    assert candidate_groups("442079460958") == ["4", "44", "442", "4420"]
+    assert BUCKET_DIGITS == 4 and MAX_GROUP_DIGITS == 6
+    assert candidate_groups("442079460958") == ["4", "44", "442", "4420", "44207", "442079"]
 
 
 def test_candidate_groups_of_a_short_number():
@@ -113,27 +115,65 @@ def test_property_the_group_of_any_prefix_of_a_number_is_a_candidate_group(numbe
     prefix = number[:length]
     groups = candidate_groups(number)
     assert group_of(prefix) in groups
-    assert len(groups) <= BUCKET_DIGITS
+    assert len(groups) <= MAX_GROUP_DIGITS
     assert len(set(groups)) == len(groups)
+
+
+def _small_layout(book):
+    try:
+        return layout(book, lambda members: len(members) <= 2)
+    except GroupTooLarge:
+        return layout(book, lambda members: True)
 
 
 @settings(max_examples=150, deadline=None)
 @given(number=number_st,
        prefixes=st.lists(st.text(alphabet="0123456789", min_size=1, max_size=8), max_size=30),
-       extra=st.lists(st.integers(0, 14), max_size=5))
-def test_property_reading_only_the_candidate_groups_finds_the_same_rate_as_the_whole_book(number, prefixes, extra):
+       extra=st.lists(st.integers(0, 14), max_size=5), split_none=st.booleans())
+def test_property_reading_only_the_candidate_groups_finds_the_same_rate_as_the_whole_book(number, prefixes, extra,
+                                                                                          split_none):
     """Storing a tariff by rate group and reading only candidate_groups(number) loses no match."""
     prefixes = prefixes + [number[:n + 1] for n in extra if n < len(number)]
     whole = book_of(*[r(p, "0.01", name=p) for p in prefixes])
-    groups = {}
-    for prefix, versions in whole.items():
-        groups.setdefault(group_of(prefix), {})[prefix] = versions
+    # whole regions, or items so small that every region of more than 2 prefixes splits, to the deepest level
+    groups = layout(whole, lambda members: True) if split_none else _small_layout(whole)
     read = {}
     for g in candidate_groups(number):
         read.update(groups.get(g, {}))
     expected = longest_match(whole, number, NOW)
     found = longest_match(read, number, NOW)
     assert (found and found.name) == (expected and expected.name)
+
+
+def test_layout_splits_a_region_too_large_for_one_item_by_one_more_digit_at_a_time():
+    book = book_of(*[r(p, "0.01") for p in ("4420", "44201", "44202", "442011", "442012", "442013", "4", "44")])
+    groups = layout(book, lambda members: len(members) <= 2)
+    assert groups == {"4": {"4": book["4"]}, "44": {"44": book["44"]}, "4420": {"4420": book["4420"]},
+                      "44202": {"44202": book["44202"]}, "44201": {"44201": book["44201"]},
+                      "442011": {"442011": book["442011"]}, "442012": {"442012": book["442012"]},
+                      "442013": {"442013": book["442013"]}}
+    # the same book gives the same groups, and a region that fits stays whole
+    assert layout(book, lambda members: len(members) <= 2) == groups
+    assert layout(book, lambda members: True)["4420"].keys() == {"4420", "44201", "44202", "442011", "442012",
+                                                                 "442013"}
+
+
+def test_layout_refuses_a_group_that_cannot_split_further():
+    book = book_of(*[r("442079" + str(n), "0.01") for n in range(5)])
+    with pytest.raises(GroupTooLarge) as caught:
+        layout(book, lambda members: len(members) <= 2)
+    assert caught.value.group == "442079"
+
+
+def test_an_ended_version_falls_back_to_a_shorter_prefix_and_a_later_version_revives_it():
+    book = book_of(r("44", "0.10", name="UK"), r("447", "0.20", name="UK mobile"),
+                   Rate("447", ZERO_PRICE, ended=True, effective_from="2026-06-01T00:00:00Z"),
+                   r("447", "0.30", name="UK mobile again", effective_from="2026-09-01T00:00:00Z"))
+    assert longest_match(book, "4479", "2026-05-31T23:59:59Z").name == "UK mobile"
+    assert longest_match(book, "4479", "2026-06-01T00:00:00Z").name == "UK"
+    assert longest_match(book, "4479", "2026-09-01T00:00:00Z").name == "UK mobile again"
+    ended = Rate("447", ZERO_PRICE, ended=True)
+    assert Rate.from_dict(ended.to_dict()) == ended and "ended" not in r("447", "0.2").to_dict()
 
 
 # --------------------------------------------------------------------------- Rate validation
