@@ -188,7 +188,9 @@ class Portal:
             change = ledger.billing_type_change(account, fields["billing_type"])
         try:
             self.store.update_account(account.id, fields, expect_status=(ACTIVE, SUSPENDED), change=change,
-                                      search=(updated.name, updated.email))
+                                      search=(updated.name, updated.email),
+                                      tariff_move=(account.tariff_id, fields["tariff_id"], parent.id, self._now_iso())
+                                      if "tariff_id" in fields else None)
         except Refused as exc:
             raise self._refusal(account, exc) from exc
         if any(getattr(updated, f) != getattr(account, f) for f in LIMIT_FIELDS if f in fields):

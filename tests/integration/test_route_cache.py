@@ -87,9 +87,26 @@ def test_given_a_client_moved_under_a_new_parent_on_the_same_tariff_when_authori
     assert levels == ["shortly", "zeta", "borealis", "atlas", "admin"]
 
 
-def test_a_rate_group_too_large_for_one_item_is_refused_by_name():
+def test_a_region_too_large_for_one_item_is_split_and_still_rates_calls(demo):
+    # GIVEN borealis charges cumulus by a deck of 6,000 prefixes under 1555 (about 900 KB: three items' worth)
+    from chalicelib.adapters.dynamo.models import RateGroupItem
+    rates = [Rate(f"1555{i:04d}", Decimal("1.50"), name="x" * 40, initial=1, subsequent=1) for i in range(6000)]
+    for item in tariff_items(Tariff("cumulus-deck", owner="borealis"), rates):
+        item.save()
+    groups = sorted(i.sk for i in RateGroupItem.query("TRF#cumulus-deck", RateGroupItem.sk.startswith("G#")))
+    # THEN it is stored split by the fifth digit, one item per 1,000 prefixes
+    assert groups == [f"G#1555{d}" for d in range(6)]
+    AccountItem.get("ACC#cumulus", "#").update(actions=[AccountItem.tariff_id.set("cumulus-deck")])
+    # WHEN 1001 dials 1555 123 0001 (prefix 15551230, in group 15551)
+    answer = authorize("split-deck@x")
+    # THEN cumulus is held at 1.50/min, as with a deck of one item
+    assert answer.status == 200 and answer.body["max_duration"] == 600
+    assert hold_of("split-deck@x", "cumulus") == Decimal("15.00")
+
+
+def test_a_group_that_cannot_split_further_is_refused_by_name():
     import pytest
     from chalicelib.adapters.dynamo.writer import RateGroupTooLarge
-    rates = [Rate(f"4420{i:06d}", Decimal("0.01"), name="x" * 40) for i in range(4000)]
-    with pytest.raises(RateGroupTooLarge, match="4420"):
+    rates = [Rate(f"442000{i:06d}", Decimal("0.01"), name="x" * 40) for i in range(4000)]
+    with pytest.raises(RateGroupTooLarge, match="442000"):
         tariff_items(Tariff("huge", owner="admin"), rates)

@@ -8,7 +8,7 @@ caller identities, switch keys, tariffs and their rate groups, calls, and the id
     ID#<name>        #             identity    SIP username or client id -> client + cached route
     KEY#<hmac>       #             switch_key  a switch API key, stored as HMAC-SHA256 only
     TRF#<id>         #             tariff      header: owner, kind, markup
-    TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.group_of)
+    TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.layout)
     CALL#<h(call_id)> #            call        frozen levels, holds, status, switch; sparse HELD index
 
 ``journal`` holds one item per money movement other than a call, partitioned by account id. A call's
@@ -229,6 +229,12 @@ class TariffItem(CoreItem, discriminator="tariff"):
     markup_fixed = DecimalAttribute(default=Decimal)
     markup_percent = DecimalAttribute(default=Decimal)
     increments = JSONTextAttribute(null=True)
+    # Accounts charged by it now (kept with every assignment: a tariff in use cannot be deleted), and when
+    # it was first assigned: before that no call was rated by it, so its history may still be written.
+    used_by = NumberAttribute(null=True)
+    used_since = UnicodeAttribute(null=True)
+    rates_rev = NumberAttribute(null=True)   # bumped by every change of its rates: writers never interleave
+    created_at = UnicodeAttribute(null=True)
 
 
 class RateGroupItem(CoreItem, discriminator="rate_group"):

@@ -30,6 +30,7 @@ from chalicelib.domain.tariffs import Rate, Tariff
 from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key, tariff_key, tariff_list
 from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem, RateGroupItem, TariffItem
 from .reads import to_account, to_call, to_tariff
+from .tariff_store import assignment
 from .writes import Tx, account_item, change_update, search_text
 
 SIP_USERS_LIST = "SIPUSERS#"
@@ -114,12 +115,15 @@ class PortalStore:
         """The account and its switch identities (the client id itself, for a client), all new, at once."""
         tx = Tx().put(("account", account.id), account_item(account),
                       condition=AccountItem.pk.does_not_exist())
+        assignment(tx, None, account.tariff_id, account.parent_id, account.created_at or "")
         for name, route in identities:
             tx.put(("identity", name), identity_item(name, account.id, route), condition=IdentityItem.pk.does_not_exist())
         try:
             tx.commit(self._conn, f"create {account.id}")
         except TransactWriteError as exc:
             refused = tx.refused(exc)
+            if refused and refused[0][0] == "tariff":
+                raise Refused(account.id, "tariff gone") from exc
             if refused:
                 raise AlreadyExists(refused[0][0]) from exc
             raise StoreBusy(str(exc)) from exc
@@ -135,9 +139,11 @@ class PortalStore:
                 tx.delete(IdentityItem(*identity_key(name)), condition=IdentityItem.client_id == account_id)
 
     def update_account(self, account_id: str, values: Dict[str, object], expect_status: Optional[Sequence[str]] = None,
-                       change: Optional[BalanceChange] = None, search: Optional[Tuple[str, str]] = None) -> None:
+                       change: Optional[BalanceChange] = None, search: Optional[Tuple[str, str]] = None,
+                       tariff_move: Optional[Tuple[Optional[str], Optional[str], str, str]] = None) -> None:
         """Set attributes (and apply a balance change the domain decided) on an existing account,
-        optionally only while its status is one of ``expect_status``. Refused if not."""
+        optionally only while its status is one of ``expect_status``. Refused if not. ``tariff_move``
+        (old, new, seller, when) counts a new tariff assignment on both tariffs in the same transaction."""
         actions = [getattr(AccountItem, name).set(value) if value is not None else getattr(AccountItem, name).remove()
                    for name, value in values.items()]
         if search is not None:
@@ -150,6 +156,18 @@ class PortalStore:
                 condition &= guard
         if expect_status:
             condition &= AccountItem.status.is_in(*expect_status)
+        if tariff_move is not None and tariff_move[0] != tariff_move[1]:
+            old, new, seller, at = tariff_move
+            condition &= (AccountItem.tariff_id == old) if old else AccountItem.tariff_id.does_not_exist()
+            tx = assignment(Tx().update(("account", account_id), AccountItem(*account_key(account_id)), actions,
+                                        condition), old, new, seller, at)
+            try:
+                tx.commit(self._conn, f"assign {new} to {account_id}")
+            except TransactWriteError as exc:
+                if tx.refused(exc):
+                    raise Refused(account_id, "update") from exc
+                raise StoreBusy(str(exc)) from exc
+            return
         try:
             AccountItem(*account_key(account_id)).update(actions=actions, condition=condition)
         except UpdateError as exc:
@@ -172,12 +190,8 @@ class PortalStore:
 
     def tariff_rates(self, tariff_id: str) -> Dict[str, List[Rate]]:
         """Every rate version of a tariff, by prefix (one Query over its rate groups)."""
-        book: Dict[str, List[Rate]] = {}
-        for item in RateGroupItem.query(tariff_key(tariff_id)[0], RateGroupItem.sk.startswith("G#"),
-                                        consistent_read=True):
-            for prefix, versions in item.rates.items():
-                book[prefix] = [Rate.from_dict(v) for v in versions]
-        return book
+        read = self.read_rates(tariff_id)
+        return read.book if read is not None else {}
 
     def subtree(self, tree: str, path: str, limit: int, cursor: Optional[str], role: Optional[str] = None,
                 status: Optional[str] = None, text: Optional[str] = None) -> Tuple[List[Account], Optional[str]]:

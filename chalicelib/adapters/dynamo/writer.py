@@ -3,7 +3,6 @@ import time
 from collections import defaultdict
 from typing import Dict, Iterable, List, Optional
 
-from chalicelib.domain.tariffs import Rate, Tariff, group_of
 from chalicelib.services.records import Route
 from chalicelib.services.seed import Seed
 from chalicelib.adapters.secrets import load_key_pepper
@@ -11,8 +10,9 @@ from chalicelib.services.switch_keys import key_hash, new_key
 
 from chalicelib.domain import ledger
 
-from .keys import SWITCH_KEYS_LIST, iso_ms, rate_group_key, switch_key_key, tariff_key, tariff_list
-from .models import AccountItem, CoreItem, JournalItem, RateGroupItem, SwitchKeyItem, TariffItem
+from .keys import SWITCH_KEYS_LIST, iso_ms, switch_key_key
+from .models import AccountItem, CoreItem, JournalItem, SwitchKeyItem
+from .tariff_store import GroupTooLarge as RateGroupTooLarge, tariff_items  # noqa: F401 (scripts import them here)
 from .portal_store import identity_item
 from .writes import account_item, journal_item
 
@@ -21,36 +21,18 @@ def now_iso() -> str:
     return iso_ms(time.time())
 
 
-MAX_GROUP_BYTES = 350_000   # DynamoDB items stop at 400 KB; keep room for keys and attribute names
-
-
-class RateGroupTooLarge(ValueError):
-    pass
-
-
-def tariff_items(tariff: Tariff, rates: Iterable[Rate]) -> List:
-    groups: Dict[str, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for rate in rates:
-        groups[group_of(rate.prefix)][rate.prefix].append(rate.to_dict())
-    items = [TariffItem(*tariff_key(tariff.id), id=tariff.id, owner=tariff.owner, tariff_kind=tariff.kind,
-                        name=tariff.name, markup_fixed=tariff.markup_fixed, markup_percent=tariff.markup_percent,
-                        increments=list(tariff.increments) if tariff.increments else None,
-                        list_pk=tariff_list(tariff.owner), list_sk=tariff.id)]
-    for group, book in groups.items():
-        item = RateGroupItem(*rate_group_key(tariff.id, group), tariff_id=tariff.id, rates=dict(book))
-        if len(RateGroupItem.rates.serialize(item.rates)) > MAX_GROUP_BYTES:
-            raise RateGroupTooLarge(f"tariff {tariff.id}: prefixes starting {group} exceed one DynamoDB item")
-        items.append(item)
-    return items
-
-
 def write_seed(seed: Seed) -> None:
     stamp = now_iso()
     if seed.switch_keys:
         load_key_pepper()
+    used_by: Dict[str, int] = defaultdict(int)
+    for account in seed.accounts:
+        if account.tariff_id:
+            used_by[account.tariff_id] += 1
     with AccountItem.batch_write() as batch:
         for tariff in seed.tariffs:
-            for item in tariff_items(tariff, seed.rates.get(tariff.id, [])):
+            for item in tariff_items(tariff, seed.rates.get(tariff.id, []), used_by[tariff.id],
+                                     stamp if used_by[tariff.id] else None, stamp):
                 batch.save(item)
         for account in seed.accounts:
             batch.save(account_item(account))
