@@ -1,6 +1,7 @@
 """Cascade's Chalice app: registers blueprints, nothing heavy at import."""
 from chalice import Chalice
 
+from chalicelib.entrypoints.importer import importer_bp
 from chalicelib.entrypoints.portal import portal_bp
 from chalicelib.entrypoints.portal_auth import auth_bp
 from chalicelib.entrypoints.rebalancer import rebalancer_bp
@@ -13,6 +14,7 @@ app.register_blueprint(sweeper_bp)
 app.register_blueprint(rebalancer_bp)
 app.register_blueprint(auth_bp)
 app.register_blueprint(portal_bp)
+app.register_blueprint(importer_bp)
 
 
 @app.route("/health")

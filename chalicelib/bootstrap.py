@@ -38,6 +38,19 @@ class Container:
         return self._identity
 
 
+    @property
+    def decks(self):
+        """Rate decks in S3 (adapters.decks): uploads, the background import's reads, large exports."""
+        from chalicelib.adapters.decks import S3Decks
+        return S3Decks()
+
+    @property
+    def jobs(self):
+        """Background tasks (adapters.jobs): the importer Lambda, or a thread where there is none."""
+        from chalicelib.adapters import jobs
+        return jobs
+
+
 _container: Optional[Container] = None
 
 

@@ -55,11 +55,16 @@ def fresh_container():
 
 
 @pytest.fixture
-def aws():
+def aws(monkeypatch):
+    # A deck import's background task runs before the request returns, so a test reads its outcome.
+    monkeypatch.setenv("CASCADE_IMPORTS_INLINE", "1")
+    from chalicelib.adapters import decks
+    decks.reset()                     # its S3 client (and bucket) belong to this test's moto
     with mock_aws():
         from chalicelib.adapters.dynamo.models import create_tables
         create_tables()
         yield
+    decks.reset()
 
 
 def load(seed: dict) -> None:

@@ -132,10 +132,11 @@ def read_deck(lines: Iterable[str], default_from: str, earliest: Optional[str]) 
             values = next(reader)
         except StopIteration:
             break
-        except FieldTooLong as exc:       # the line source stops here: report it and read no further
+        except (FieldTooLong, UnicodeDecodeError) as exc:   # the line source stops here: report it, read no further
             failed += 1
             if len(errors) < MAX_ERRORS:
-                errors.append(LineError(reader.line_num + 1, "row", str(exc)))
+                errors.append(LineError(reader.line_num + 1, "row", "is not UTF-8 text" if
+                                        isinstance(exc, UnicodeDecodeError) else str(exc)))
             break
         except csv.Error as exc:
             failed += 1

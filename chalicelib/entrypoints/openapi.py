@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 from chalicelib.domain.accounts import (BILLING_MODES, BILLING_TYPES, CREATE_RIGHTS, RESELLER_MODELS, ROLES,
                                         STATUSES)
 from chalicelib.domain.ledger import ENTRY_KINDS
+from chalicelib.domain.rate_deck import COLUMNS
 
 OPENAPI_VERSION = "3.0.3"
 #: what a client sends as an amount in text: at most 12 digits before the point and 6 after
@@ -150,6 +151,11 @@ SCHEMAS: Dict[str, dict] = {
         "field": dict(STR, description="the field at fault, when there is one"),
         "retry_after": {"type": "integer", "description": "seconds (429 answers, with a Retry-After header)"},
         "open_children": {"type": "integer", "description": "409 has_open_children: how many are still open"},
+        "used_by": {"type": "integer", "description": "409 tariff_in_use: how many accounts it charges"},
+        "prefix": dict(STR, description="409 version_in_force: the prefix whose version is in force"),
+        "failed_lines": {"type": "integer", "description": "400 invalid_deck: how many lines were refused"},
+        "errors": {"type": "array", "description": "400 invalid_deck: the first 100 refused lines",
+                   "items": _object({"line": {"type": "integer"}, "field": STR, "message": STR})},
     }, required=["error", "message"]),
     "Account": _object({
         "id": STR, "role": {"type": "string", "enum": list(ROLES)}, "name": STR, "email": STR_OR_NULL,
@@ -219,6 +225,35 @@ SCHEMAS: Dict[str, dict] = {
             "connect_fee": MONEY_OUT, "minimum": {"type": "integer"}, "initial": {"type": "integer"},
             "subsequent": {"type": "integer"},
             "effective_from": dict(STR, description="ISO 8601, UTC: the newest version in force rates calls")})}})]},
+    "DeckChange": _object({
+        "added": {"type": "integer", "description": "prefixes that had no rate in force"},
+        "changed": {"type": "integer"}, "ended": {"type": "integer"},
+        "unchanged": {"type": "integer", "description": "rows equal to the version they would follow"},
+        "sample": _object({k: {"type": "array", "items": STR} for k in ("added", "changed", "ended")},
+                          description="the first 20 prefixes of each"),
+        "effective_from": STR, "mode": {"type": "string", "enum": ["replace", "merge"]},
+        "dry_run": {"type": "boolean", "description": "true: nothing was written"}}),
+    "RateChange": _object({"rate": _ref("Rate"), "change": _ref("DeckChange")}),
+    "Import": _object({
+        "id": STR, "tariff_id": STR,
+        "status": {"type": "string", "enum": ["awaiting_upload", "queued", "reading", "applying", "done", "failed"]},
+        "mode": {"type": "string", "enum": ["replace", "merge"]}, "effective_from": STR_OR_NULL,
+        "dry_run": {"type": "boolean"}, "rows_read": {"type": "integer"},
+        "transactions_written": {"type": "integer"}, "transactions": {"type": "integer"},
+        "result": {"type": "object", "nullable": True,
+                   "description": "done: the change (as DeckChange); failed: error, message, and for a bad deck "
+                                  "failed_lines and errors by line"},
+        "created_at": STR, "started_at": STR_OR_NULL, "updated_at": STR_OR_NULL}),
+    "OpenedImport": {"allOf": [_ref("Import"), _object({"upload": _object({
+        "url": dict(STR, description="POST the deck here as multipart/form-data"),
+        "fields": {"type": "object", "additionalProperties": STR,
+                   "description": "form fields to send before the file part"},
+        "expires_in": {"type": "integer"}, "max_bytes": {"type": "integer"}})})]},
+    "Rate": _object({
+        "prefix": STR, "name": STR, "price": dict(MONEY_OUT, description="per minute"), "connect_fee": MONEY_OUT,
+        "minimum": {"type": "integer"}, "initial": {"type": "integer"}, "subsequent": {"type": "integer"},
+        "effective_from": STR, "ended": {"type": "boolean", "description": "from effective_from the prefix has no "
+                                                                          "rate here"}}),
 }
 
 #: (method, path) -> the component its success answer is
@@ -244,15 +279,25 @@ RESPONSES: Dict[Tuple[str, str], str] = {
     ("get", "/accounts/{account_id}/api-keys"): "ApiKeyList",
     ("get", "/accounts/{account_id}/tariffs"): "TariffPage",
     ("get", "/accounts/{account_id}/tariffs/{tariff_id}"): "TariffWithRates",
+    ("post", "/accounts/{account_id}/tariffs"): "Tariff",
+    ("patch", "/accounts/{account_id}/tariffs/{tariff_id}"): "Tariff",
+    ("post", "/accounts/{account_id}/tariffs/{tariff_id}/rates"): "RateChange",
+    ("post", "/accounts/{account_id}/tariffs/{tariff_id}/rates/{prefix}/end"): "RateChange",
+    ("put", "/accounts/{account_id}/tariffs/{tariff_id}/deck"): "DeckChange",
+    ("post", "/accounts/{account_id}/tariffs/{tariff_id}/imports"): "OpenedImport",
+    ("post", "/accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start"): "Import",
+    ("get", "/accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}"): "Import",
 }
+CSV = {"type": "string", "description": "CSV with a header row: " + ", ".join(COLUMNS)}
 
 ERRORS = {
-    400: "invalid_request: a field, the body or a query parameter is not valid (`field` names it)",
+    400: "invalid_request: a field, the body or a query parameter is not valid (`field` names it); "
+         "invalid_deck: lines of a CSV deck are not valid (`errors` lists them by line number)",
     401: "invalid_token: no valid Bearer token or X-Portal-Key",
-    403: "the caller may not do this (forbidden, not_allowed_to_create, caller_not_active)",
-    404: "not_found: no such account, or one outside the caller's subtree (the same answer)",
+    403: "the caller may not do this (forbidden, not_allowed_to_create, caller_not_active, clients_sell_nothing)",
+    404: "not_found: no such account, or one outside the caller's subtree (the same answer); no such tariff",
     409: "the account's state refuses it: insufficient_funds, idempotency_key_reused, has_open_children, "
-         "account_closed, changed_meanwhile, already_exists, ...",
+         "account_closed, changed_meanwhile, already_exists, tariff_in_use, version_in_force, ...",
     413: "invalid_request: the body is larger than 16 KB",
     429: "locked or too_many_attempts: try again after Retry-After seconds",
     503: "busy: the store is contended; try again",
@@ -269,10 +314,10 @@ def _error(status: int, text: Optional[str] = None) -> dict:
     return out
 
 
-def _ok(status: int, schema: Optional[dict], text: str) -> dict:
+def _ok(status: int, schema: Optional[dict], text: str, media: str = "application/json") -> dict:
     if status == 204 or schema is None:
         return {"description": text}
-    return {"description": text, "content": {"application/json": {"schema": schema}}}
+    return {"description": text, "content": {media: {"schema": schema}}}
 
 
 def _path_parameters(path: str) -> List[dict]:
@@ -307,8 +352,14 @@ def portal_operation(route: dict, operation_id: str) -> dict:
     method, path = route["method"], route["path"]
     component = RESPONSES.get((method, path))
     schema = _ref(component) if component else {"type": "object"}
-    responses = {str(route["ok"]): _ok(route["ok"], schema, route["summary"])}
-    if route.get("body") is not None or route.get("query") is not None:
+    if route.get("csv_out"):
+        responses = {str(route["ok"]): _ok(route["ok"], CSV, route["summary"], "text/csv"),
+                     "303": {"description": "the CSV is larger than 5 MB: it is at Location, a presigned URL "
+                                            "valid 15 minutes",
+                             "headers": {"Location": {"schema": {"type": "string"}}}}}
+    else:
+        responses = {str(route["ok"]): _ok(route["ok"], schema, route["summary"])}
+    if route.get("body") is not None or route.get("query") is not None or route.get("csv_in"):
         responses["400"] = _error(400)
     if route.get("auth", True):
         responses["401"] = _error(401)
@@ -317,8 +368,8 @@ def portal_operation(route: dict, operation_id: str) -> dict:
         responses["404"] = _error(404)
     if method != "get":
         responses["409"] = _error(409)
-    if route.get("body") is not None:
-        responses["413"] = _error(413)
+    if route.get("body") is not None or route.get("csv_in"):
+        responses["413"] = _error(413, "invalid_request: the body is larger than 16 KB (a CSV deck: 5 MB)")
         responses["415"] = UNSUPPORTED_MEDIA
     responses["503"] = _error(503)
     op = {"tags": [route.get("tag") or "accounts"], "summary": route["summary"], "operationId": operation_id,
@@ -330,6 +381,8 @@ def portal_operation(route: dict, operation_id: str) -> dict:
         op["parameters"] = parameters
     if route.get("body") is not None:
         op["requestBody"] = _body(route["body"])
+    if route.get("csv_in"):
+        op["requestBody"] = {"required": True, "content": {"text/csv": {"schema": CSV}}}
     op["security"] = BOTH if route.get("auth", True) else PUBLIC
     return op
 

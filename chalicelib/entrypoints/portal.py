@@ -18,8 +18,11 @@ from chalicelib.domain.accounts import (BILLING_MODES, BILLING_TYPES, CLIENT, CR
 from chalicelib.domain.identity import IdentityError, InvalidRequest, NotAuthenticated
 from chalicelib.domain.ledger import ENTRY_KINDS, InvalidAmount
 from chalicelib.domain.money import NotMoney, money
+from chalicelib.domain.rate_deck import DeckInvalid
+from chalicelib.domain.tariffs import GroupTooLarge
 from chalicelib.services.ports import AlreadyExists, BadCursor, StoreBusy
-from chalicelib.services.portal import Conflict, Forbidden, InvalidInput, NoSuchTariff, NotFound, Portal
+from chalicelib.services.portal import (Conflict, Forbidden, InvalidInput, NoSuchImport, NoSuchTariff, NotFound,
+                                       Portal)
 
 from . import metrics
 from .portal_guard import principal_of
@@ -28,9 +31,12 @@ log = logging.getLogger("cascade.portal")
 portal_bp = Blueprint(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_DECK_BYTES = 5 * 1024 * 1024   # a deck sent in the request (Lambda takes 6 MB); larger ones go through S3
+MAX_CSV_ANSWER = 5 * 1024 * 1024   # a larger CSV answer is written to S3 and answered 303 with a presigned URL
 ROUTES: List[dict] = []          # what /openapi.json is built from
 NOT_FOUND = {"error": "not_found", "message": "no such account"}
 NO_TARIFF = {"error": "not_found", "message": "no such tariff"}
+NO_IMPORT = {"error": "not_found", "message": "no such import"}
 IDENTITY_STATUS = {"invalid_request": 400, "weak_password": 400, "invalid_token": 401, "forbidden": 403,
                    "email_taken": 409, "login_exists": 409}
 
@@ -62,6 +68,27 @@ CREDIT = {"type": "object", "additionalProperties": False, "required": ["credit_
 SIP_USER = {"type": "object", "additionalProperties": False, "required": ["username"], "properties": {
     "username": {"type": "string", "minLength": 3, "maxLength": 64, "pattern": "^[A-Za-z0-9_.+-]+$"}}}
 API_KEY = {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {"name": TEXT(64)}}
+INCREMENTS = {"type": ["object", "null"], "additionalProperties": False, "properties": {
+    "minimum": {"type": "integer", "minimum": 0, "maximum": 99999},
+    "initial": {"type": "integer", "minimum": 1, "maximum": 99999},
+    "subsequent": {"type": "integer", "minimum": 1, "maximum": 99999}}}
+WHEN = {"type": "string", "maxLength": 40, "pattern": r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$"}
+RATE_FIELDS = {
+    "prefix": {"type": "string", "pattern": "^[0-9]{1,20}$"}, "name": {"type": "string", "maxLength": 128},
+    "price": MONEY, "connect_fee": MONEY, "minimum": {"type": "integer", "minimum": 0, "maximum": 99999},
+    "initial": {"type": "integer", "minimum": 1, "maximum": 99999},
+    "subsequent": {"type": "integer", "minimum": 1, "maximum": 99999}, "effective_from": WHEN}
+RATE = {"type": "object", "additionalProperties": False, "required": ["prefix", "price"], "properties": RATE_FIELDS}
+MARKUP = {"markup_fixed": MONEY, "markup_percent": MONEY, "increments": INCREMENTS}
+TARIFF_CREATE = {"type": "object", "additionalProperties": False, "properties": dict(
+    MARKUP, name=TEXT(128), kind={"enum": ["table", "markup"]}, clone_from=ID,
+    rates={"type": "array", "maxItems": 100, "items": RATE})}
+TARIFF_EDIT = {"type": "object", "additionalProperties": False, "minProperties": 1,
+               "properties": dict(MARKUP, name=TEXT(128))}
+RATE_END = {"type": "object", "additionalProperties": False, "properties": {"effective_from": WHEN}}
+AT = {"at": WHEN}
+IMPORT = {"mode": {"enum": ["replace", "merge"], "default": "replace"}, "effective_from": WHEN,
+          "dry_run": {"enum": ["true", "false"], "default": "false"}}
 PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
         "cursor": {"type": "string", "maxLength": 2048}}
 SEARCH = dict(PAGE, role={"enum": [RESELLER, CLIENT]}, status={"enum": list(STATUSES)},
@@ -131,10 +158,39 @@ def _money_fields(schema: dict, data: dict) -> dict:
     return out
 
 
+def _deck(raw) -> str:
+    raw = raw or b""
+    if len(raw) > MAX_DECK_BYTES:
+        raise BadInput("body", f"must be at most {MAX_DECK_BYTES} bytes (upload larger decks)", 413)
+    try:
+        return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise BadInput("body", "must be UTF-8 text") from exc
+
+
+def _csv(p: Portal, lines, filename: str) -> Response:
+    """A CSV answer; past MAX_CSV_ANSWER (a Lambda answers at most 6 MB) the rest streams to S3 and the
+    answer is a 303 to a presigned URL valid 15 minutes."""
+    import itertools
+    lines = iter(lines)
+    kept, size = [], 0
+    for line in lines:
+        kept.append(line)
+        size += len(line)
+        if size > MAX_CSV_ANSWER:
+            url = p.decks.put_export(itertools.chain(kept, lines), filename)
+            return Response(body="", status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
+    return Response(body="".join(kept), status_code=200,
+                    headers={"Content-Type": "text/csv; charset=utf-8", "Cache-Control": "no-store",
+                             "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
 def _body(raw, schema: dict) -> dict:
     raw = raw or b""
     if len(raw) > MAX_BODY_BYTES:
         raise BadInput("body", f"must be at most {MAX_BODY_BYTES} bytes", 413)
+    if not raw.strip() and not schema.get("required") and not schema.get("minProperties"):
+        return {}                  # nothing to say: an empty body is the empty object
     try:
         data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw, parse_float=Decimal,
                           parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
@@ -223,7 +279,7 @@ def entry_view(item, account_id: str) -> dict:
 def portal() -> Portal:
     from chalicelib.bootstrap import container
     c = container()
-    return Portal(c.store, c.identity, c.clock)
+    return Portal(c.store, c.identity, c.clock, c.decks, c.jobs)
 
 
 def _json(status: int, body, headers: Optional[dict] = None) -> Response:
@@ -237,18 +293,24 @@ def _error(status: int, code: str, message: str, field: Optional[str] = None, **
 
 
 def portal_route(path: str, method: str, summary: str, body: Optional[dict] = None, query: Optional[dict] = None,
-                 ok: int = 200, auth: bool = True, tag: str = "accounts"):
+                 ok: int = 200, auth: bool = True, tag: str = "accounts", csv_in: bool = False, csv_out: bool = False):
+    """``csv_in``: the body is a CSV deck (text/csv), handed over as text; ``csv_out``: the answer is CSV."""
     def register(fn):
         ROUTES.append({"path": path, "method": method.lower(), "summary": summary, "body": body, "query": query,
-                       "ok": ok, "auth": auth, "tag": tag, "name": fn.__name__, "doc": (fn.__doc__ or "").strip()})
+                       "ok": ok, "auth": auth, "tag": tag, "name": fn.__name__, "doc": (fn.__doc__ or "").strip(),
+                       "csv_in": csv_in, "csv_out": csv_out})
 
         def handler(**params):
             request = portal_bp.current_request
             try:
                 principal = principal_of(request) if auth else None
                 data = _body(request.raw_body, body) if body is not None else None
+                if csv_in:
+                    data = _deck(request.raw_body)
                 q = _query(request.query_params, query) if query is not None else None
                 result = fn(portal(), principal, data=data, query=q, **params)
+                if isinstance(result, Response):
+                    return result
                 return _json(ok, result)
             except BadInput as exc:
                 return _error(exc.status, "invalid_request", f"{exc.field} {exc.message}", exc.field)
@@ -264,6 +326,8 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 return _json(404, NOT_FOUND)
             except NoSuchTariff:
                 return _json(404, NO_TARIFF)
+            except NoSuchImport:
+                return _json(404, NO_IMPORT)
             except Forbidden as exc:
                 return _error(403, exc.code, exc.message)
             except Conflict as exc:
@@ -275,6 +339,13 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 return _error(IDENTITY_STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
             except IdentityError as exc:
                 return _error(IDENTITY_STATUS.get(exc.code, 400), exc.code, exc.message)
+            except DeckInvalid as exc:
+                return _error(400, "invalid_deck", f"{exc.failed_lines} line(s) of the deck are not valid; nothing "
+                                                   "was applied", "body", errors=[e.to_dict() for e in exc.errors],
+                              failed_lines=exc.failed_lines)
+            except GroupTooLarge as exc:
+                return _error(400, "invalid_request", f"the rates of prefixes starting {exc.group} are more than "
+                                                      "one tariff can store", "prefix")
             except StoreBusy:
                 log.exception("portal: store busy")
                 return _error(503, "busy", "try again")
@@ -282,7 +353,7 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 log.exception("portal request failed")
                 return _error(500, "internal", "internal error")
         handler.__name__ = fn.__name__
-        portal_bp.route(path, methods=[method], content_types=["application/json"])(handler)
+        portal_bp.route(path, methods=[method], content_types=["text/csv"] if csv_in else ["application/json"])(handler)
         return fn
     return register
 
@@ -337,6 +408,115 @@ def get_tariff(p: Portal, principal, account_id, tariff_id, **_):
     tariff, book = p.tariff(principal, account_id, tariff_id)
     return dict(tariff_view(tariff), rates=[dict(r.to_dict(), prefix=prefix) for prefix in sorted(book)
                                             for r in book[prefix]])
+
+
+@portal_route("/accounts/{account_id}/tariffs", "POST", "Create a tariff the account sells with (or clone one)",
+              body=TARIFF_CREATE, ok=201, tag="tariffs")
+def create_tariff(p: Portal, principal, account_id, data, **_):
+    """Empty, with up to 100 rates, or cloned (``clone_from``) from one of the account's own tariffs (every
+    version) or from the one it is charged by (the prices it is charged now, as a table: never the
+    parent's cost). Larger decks: import them as CSV. A new tariff charges nobody until it is assigned
+    to a child (PATCH /accounts/{child} with tariff_id)."""
+    return tariff_view(p.create_tariff(principal, account_id, data))
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}", "PATCH", "Rename a tariff or change its markup",
+              body=TARIFF_EDIT, tag="tariffs")
+def edit_tariff(p: Portal, principal, account_id, tariff_id, data, **_):
+    """A markup change prices the next call; calls already made keep the rate frozen in their record."""
+    return tariff_view(p.edit_tariff(principal, account_id, tariff_id, data))
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}", "DELETE", "Delete a tariff no account is charged by",
+              ok=204, tag="tariffs")
+def delete_tariff(p: Portal, principal, account_id, tariff_id, **_):
+    p.delete_tariff(principal, account_id, tariff_id)
+    return None
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/rates", "POST",
+              "Add a rate, or a new version of one, from effective_from (default now)", body=RATE, ok=201,
+              tag="tariffs")
+def add_rate(p: Portal, principal, account_id, tariff_id, data, **_):
+    """A version in force is never rewritten: a change is a new version from ``effective_from``, which may
+    be in the future (a scheduled price change). A call is rated at the version in force when it was
+    authorized, and its record names it."""
+    rate, summary = p.add_rate(principal, account_id, tariff_id, data)
+    return {"rate": rate.to_dict(), "change": summary}
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/rates/{prefix}/end", "POST",
+              "End a rate from effective_from (default now): its numbers fall back to a shorter prefix",
+              body=RATE_END, tag="tariffs")
+def end_rate(p: Portal, principal, account_id, tariff_id, prefix, data, **_):
+    rate, summary = p.end_rate(principal, account_id, tariff_id, prefix, data.get("effective_from"))
+    return {"rate": rate.to_dict(), "change": summary}
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/deck", "PUT",
+              "Import a CSV rate deck, all or nothing (dry_run=true: only report what it would change)",
+              query=IMPORT, csv_in=True, tag="tariffs")
+def import_deck(p: Portal, principal, account_id, tariff_id, data, query, **_):
+    """Columns (header row, any order): prefix, price (required), name, connect_fee, minimum, initial,
+    subsequent, effective_from, ended. Every line is checked before anything is written; a bad deck is a
+    400 listing the first 100 bad lines by number. ``mode=replace`` (default) ends the prefixes the deck
+    leaves out; ``merge`` only adds and changes. Importing the same deck again changes nothing."""
+    import io
+    return p.import_deck(principal, account_id, tariff_id, io.StringIO(data), query["mode"],
+                         query.get("effective_from"), query["dry_run"] == "true")
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/deck", "GET",
+              "Export a tariff as CSV: every version, or with at= the rates in force then", query=AT,
+              csv_out=True, tag="tariffs")
+def export_deck(p: Portal, principal, account_id, tariff_id, query, **_):
+    return _csv(p, p.export_deck(principal, account_id, tariff_id, query.get("at")), f"{tariff_id}.csv")
+
+
+@portal_route("/accounts/{account_id}/price-list", "GET",
+              "The prices the account is charged, one row per prefix, as CSV", query=AT, csv_out=True,
+              tag="tariffs")
+def price_list(p: Portal, principal, account_id, query, **_):
+    """What the account pays its parent now (or ``at``): its tariff's rates, or a markup applied to the
+    parent's own prices, flattened. Nothing above the account's own price is shown."""
+    return _csv(p, p.charged_prices(principal, account_id, query.get("at")), f"{account_id}-prices.csv")
+
+
+IMPORT_OPEN = {"type": "object", "additionalProperties": False, "properties": {
+    "mode": {"enum": ["replace", "merge"]}, "effective_from": WHEN, "dry_run": {"type": "boolean"}}}
+
+
+def import_view(job) -> dict:
+    return {"id": job.id, "tariff_id": job.tariff_id, "status": job.status, "mode": job.mode,
+            "effective_from": job.effective_from, "dry_run": job.dry_run, "rows_read": job.rows,
+            "transactions_written": job.written, "transactions": job.to_write, "result": job.result,
+            "created_at": job.created_at, "started_at": job.started_at, "updated_at": job.updated_at}
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/imports", "POST",
+              "Open an import of a large deck: upload it to the answer's presigned form, then start it",
+              body=IMPORT_OPEN, ok=201, tag="tariffs")
+def open_import(p: Portal, principal, account_id, tariff_id, data, **_):
+    """For decks over 5 MB (up to 200 MB): POST the file as multipart/form-data to ``upload.url`` with
+    ``upload.fields`` and a ``file`` part, within 15 minutes; then POST .../start. The deck is checked
+    and applied by a background task exactly as PUT .../deck does it, all or nothing."""
+    job, upload = p.open_import(principal, account_id, tariff_id, data)
+    return dict(import_view(job), upload=upload)
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start", "POST",
+              "Start an uploaded import (again: no-op)", ok=202, tag="tariffs")
+def start_import(p: Portal, principal, account_id, tariff_id, import_id, **_):
+    return import_view(p.start_import(principal, account_id, tariff_id, import_id))
+
+
+@portal_route("/accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}", "GET",
+              "An import's progress and outcome", tag="tariffs")
+def import_status(p: Portal, principal, account_id, tariff_id, import_id, **_):
+    """``status``: awaiting_upload, queued, reading (rows_read grows), applying (transactions_written of
+    transactions), done (``result`` is what changed) or failed (``result`` says why: the deck's bad
+    lines by number, and nothing was applied)."""
+    return import_view(p.import_status(principal, account_id, tariff_id, import_id))
 
 
 @portal_route("/accounts/{account_id}/descendants", "GET", "Search an account's subtree", query=SEARCH)

@@ -19,6 +19,7 @@ from chalicelib.domain.accounts import (ACTIVE, ADMIN, CLIENT, CLOSED, CREATE_CL
 from chalicelib.domain.identity import normalise_email
 from chalicelib.domain.ledger import Movement
 
+from .portal_tariffs import TariffCases
 from .ports import DuplicateEntry, Refused
 from .records import Route
 
@@ -35,6 +36,10 @@ class NotFound(Exception):
 
 class NoSuchTariff(Exception):
     """No tariff of that id owned by that account (the account itself is inside the caller's wall)."""
+
+
+class NoSuchImport(Exception):
+    """No deck import of that id for that tariff."""
 
 
 class Forbidden(Exception):
@@ -76,9 +81,10 @@ def new_id(prefix: str) -> str:
 LIMIT_FIELDS = ("max_calls", "cps_limit", "daily_limit", "monthly_limit")
 
 
-class Portal:
-    def __init__(self, store, identity=None, clock: Callable[[], float] = time.time):
+class Portal(TariffCases):
+    def __init__(self, store, identity=None, clock: Callable[[], float] = time.time, decks=None, jobs=None):
         self.store, self.identity, self.clock = store, identity, clock
+        self.decks, self.jobs = decks, jobs          # S3 decks and background tasks (large imports only)
 
     # --- the wall ---------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """What the services need from storage. The DynamoDB adapter implements both; the balance half is a
 port of its own because how hot resellers are held is expected to change."""
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Protocol, Tuple
 
 from chalicelib.domain.accounts import Account
 from chalicelib.domain.settlement import LevelCharge
+from chalicelib.domain.tariffs import Tariff
 
 from .records import CallRecord, KeyCheck, Lookup, Route, Snapshot
 
@@ -28,6 +30,36 @@ class AlreadyExists(Exception):
     def __init__(self, what: str):
         super().__init__(what)
         self.what = what
+
+
+@dataclass(frozen=True)
+class TariffHeader:
+    """A tariff as the portal manages it: how many accounts it charges now, and since when it has
+    charged anyone (None: never, so no call was rated by it and its history may still be written)."""
+    tariff: Tariff
+    used_by: int = 0
+    used_since: Optional[str] = None
+    created_at: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """A deck imported through S3 by a background task (services.deck_import)."""
+    id: str
+    account_id: str
+    tariff_id: str
+    by: str
+    mode: str
+    effective_from: Optional[str]
+    dry_run: bool
+    status: str                       # awaiting_upload, queued, reading, applying, done, failed
+    created_at: str
+    rows: int = 0
+    written: int = 0
+    to_write: int = 0
+    result: Optional[dict] = None
+    started_at: Optional[str] = None
+    updated_at: Optional[str] = None
 
 
 class BadCursor(ValueError):

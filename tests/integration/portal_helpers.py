@@ -63,6 +63,8 @@ def api(client, method: str, path: str, headers: Optional[dict], body=None) -> T
         raw = json.dumps(body, default=str)
     h = {"Content-Type": JSON, **(headers or {})}
     response = client.http.request(method, path, headers=h, body=raw)
+    if str(response.headers.get("Content-Type", "")).startswith("text/csv"):
+        return response.status_code, {"csv": response.body.decode("utf-8")}
     return response.status_code, parse(response.body)
 
 

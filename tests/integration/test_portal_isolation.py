@@ -82,13 +82,30 @@ SAMPLES: Dict[str, Callable[[str], Optional[dict]]] = {
     "DELETE /accounts/{account_id}/api-keys/{ref}": lambda target: None,
     "GET /accounts/{account_id}/tariffs": lambda target: None,
     "GET /accounts/{account_id}/tariffs/{tariff_id}": lambda target: None,
+    "POST /accounts/{account_id}/tariffs": lambda target: {"name": f"Matrix {next(_names)}"},
+    "PATCH /accounts/{account_id}/tariffs/{tariff_id}": lambda target: {"name": f"Renamed {next(_names)}"},
+    "DELETE /accounts/{account_id}/tariffs/{tariff_id}": lambda target: None,
+    "POST /accounts/{account_id}/tariffs/{tariff_id}/rates": lambda target: {"prefix": "99", "price": "0.5"},
+    "POST /accounts/{account_id}/tariffs/{tariff_id}/rates/{prefix}/end": lambda target: {},
+    "PUT /accounts/{account_id}/tariffs/{tariff_id}/deck": lambda target: "prefix,price\n1,0.5\n99,0.5\n",
+    "GET /accounts/{account_id}/tariffs/{tariff_id}/deck": lambda target: None,
+    "GET /accounts/{account_id}/price-list": lambda target: None,
+    "POST /accounts/{account_id}/tariffs/{tariff_id}/imports": lambda target: {"mode": "merge"},
+    "POST /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start": lambda target: None,
+    "GET /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}": lambda target: None,
 }
 # A tariff each target owns (acme, a client, sells to nobody: the matrix gives it one)
 OWNED_TARIFF = {"acme": "acme-own", "cumulus": "cumulus-retail", "atlas": "borealis-buys"}
 
-# Routes an account uses on itself: creating below itself, its own API keys.
+# Routes an account uses on itself: creating below itself, its own API keys, its own price lists.
 SELF_SERVICE = {"POST /accounts/{account_id}/children", "POST /accounts/{account_id}/api-keys",
-                "DELETE /accounts/{account_id}/api-keys/{ref}"}
+                "DELETE /accounts/{account_id}/api-keys/{ref}", "POST /accounts/{account_id}/tariffs",
+                "PATCH /accounts/{account_id}/tariffs/{tariff_id}", "DELETE /accounts/{account_id}/tariffs/{tariff_id}",
+                "POST /accounts/{account_id}/tariffs/{tariff_id}/rates",
+                "POST /accounts/{account_id}/tariffs/{tariff_id}/rates/{prefix}/end",
+                "PUT /accounts/{account_id}/tariffs/{tariff_id}/deck",
+                "POST /accounts/{account_id}/tariffs/{tariff_id}/imports",
+                "POST /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start"}
 OWN_KEYS = {"POST /accounts/{account_id}/api-keys", "GET /accounts/{account_id}/api-keys",
             "DELETE /accounts/{account_id}/api-keys/{ref}"}
 DELETE_SIP = "DELETE /accounts/{account_id}/sip-users/{username}"
@@ -143,11 +160,17 @@ class World:
                 params["username"] = name
         if "{tariff_id}" in route["path"]:
             params["tariff_id"] = OWNED_TARIFF[target]
-            if target == "acme":
-                from chalicelib.adapters.dynamo.writer import tariff_items
-                from chalicelib.domain.tariffs import Rate, Tariff
-                for item in tariff_items(Tariff("acme-own", owner="acme"), [Rate("1", Decimal("1"))]):
+            from chalicelib.adapters.dynamo.writer import tariff_items
+            from chalicelib.domain.tariffs import Rate, Tariff
+            if route["method"] == "delete":           # a fresh tariff nobody is charged by, for each request
+                params["tariff_id"] = f"matrix-{next(_names)}"
+            if target == "acme" or route["method"] == "delete":
+                for item in tariff_items(Tariff(params["tariff_id"], owner=target), [Rate("1", Decimal("1"))]):
                     item.save()
+        if "{import_id}" in route["path"]:              # a fresh import of the target's tariff, its deck uploaded
+            params["import_id"] = self.uploaded_import(target, params["tariff_id"])
+        if "{prefix}" in route["path"]:
+            params["prefix"] = "1"                    # every target's tariff has a rate for 1
         if "{ref}" in route["path"]:
             params["ref"] = "000000000000"
             if ROLES[target] != "client":             # a fresh API key of the target's, for each request
@@ -156,12 +179,27 @@ class World:
                 params["ref"] = re.match(r"cpk_([0-9a-f]+)_", plain).group(1)
         return params
 
+    def uploaded_import(self, target: str, tariff_id: str) -> str:
+        import time
+        from chalicelib.adapters import decks
+        from chalicelib.bootstrap import container
+        from chalicelib.services.ports import ImportJob
+        job = ImportJob(id=f"imp_matrix{next(_names)}", account_id=target, tariff_id=tariff_id, by="admin",
+                        mode="merge", effective_from=None, dry_run=False, status="awaiting_upload",
+                        created_at="2026-01-01T00:00:00Z")
+        container().store.create_import(job, time.time())
+        decks._s3().put_object(Bucket=decks.bucket(), Key=decks.import_key(job.id), Body=b"prefix,price\n99,0.5\n")
+        return job.id
+
     def request(self, route: dict, caller: str, account_id: str, params: Dict[str, str]) -> Tuple[int, dict]:
         path = route["path"].replace("{account_id}", account_id)
         for name, value in params.items():
             path = path.replace("{" + name + "}", value)
         body = SAMPLES[route_key(route)](account_id)
-        return api(self.client, route["method"].upper(), path, self.headers(caller), body)
+        headers = self.headers(caller)
+        if route.get("csv_in"):
+            headers = dict(headers, **{"Content-Type": "text/csv"})
+        return api(self.client, route["method"].upper(), path, headers, body)
 
 
 def check(route: dict, target: str, caller: str, status: int, body) -> Optional[str]:
@@ -259,7 +297,8 @@ def test_a_closed_or_suspended_callers_old_token_is_refused_everywhere(client):
     for route in all_routes():
         path = route["path"].replace("{account_id}", "cumulus").replace("{username}", "x").replace("{ref}", "x")
         body = SAMPLES[route_key(route)]("cumulus")
-        status, answer = api(client, route["method"].upper(), path, old, body)
+        headers = dict(old, **{"Content-Type": "text/csv"}) if route.get("csv_in") else old
+        status, answer = api(client, route["method"].upper(), path, headers, body)
         # THEN 401, and nothing changed
         assert status == 401 and answer["error"] == "invalid_token", (route_key(route), status, answer)
     assert table_snapshot() == before

@@ -38,6 +38,10 @@ def rate_group_key(tariff_id: str, group: str) -> Tuple[str, str]:
     return f"TRF#{tariff_id}", f"G#{group}"
 
 
+def import_key(job_id: str) -> Tuple[str, str]:
+    return f"IMPORT#{job_id}", ROOT
+
+
 def text_key(text: str) -> str:
     """A key part for text a switch or caller chose (a SIP Call-ID): 32 hex digits of its SHA-256, so
     every key that embeds it has a fixed size whatever the text (DynamoDB refuses sort keys over

@@ -9,6 +9,7 @@ caller identities, switch keys, tariffs and their rate groups, calls, and the id
     KEY#<hmac>       #             switch_key  a switch API key, stored as HMAC-SHA256 only
     TRF#<id>         #             tariff      header: owner, kind, markup
     TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.layout)
+    IMPORT#<id>      #             import      a deck imported through S3: progress and outcome
     CALL#<h(call_id)> #            call        frozen levels, holds, status, switch; sparse HELD index
 
 ``journal`` holds one item per money movement other than a call, partitioned by account id. A call's
@@ -240,6 +241,25 @@ class TariffItem(CoreItem, discriminator="tariff"):
 class RateGroupItem(CoreItem, discriminator="rate_group"):
     tariff_id = UnicodeAttribute()
     rates = JSONTextAttribute()     # {prefix: [rate version dicts]}
+
+
+class ImportItem(CoreItem, discriminator="import"):
+    """IMPORT#<id> / #: a deck import through S3 (services.deck_import), its progress and its outcome.
+    Expires (``ttl``) 30 days after it was opened."""
+    account_id = UnicodeAttribute()
+    tariff_id = UnicodeAttribute()
+    by = UnicodeAttribute()
+    mode = UnicodeAttribute()
+    effective_from = UnicodeAttribute(null=True)
+    dry_run = BooleanAttribute(default=False)
+    status = UnicodeAttribute()         # awaiting_upload, queued, reading, applying, done, failed
+    rows = NumberAttribute(default=0)
+    written = NumberAttribute(default=0)    # transactions written ...
+    to_write = NumberAttribute(default=0)   # ... of how many
+    result = JSONTextAttribute(null=True)   # the change (DeckChange), or the refusal (errors by line)
+    created_at = UnicodeAttribute()
+    started_at = UnicodeAttribute(null=True)    # rows dated before it are in the past
+    updated_at = UnicodeAttribute(null=True)
 
 
 class CallItem(CoreItem, discriminator="call"):

@@ -27,8 +27,8 @@ from chalicelib.services.records import Route, level_view
 
 from chalicelib.domain.tariffs import Rate, Tariff
 
-from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key, tariff_key, tariff_list
-from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem, RateGroupItem, TariffItem
+from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key, tariff_list
+from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem, TariffItem
 from .reads import to_account, to_call, to_tariff
 from .tariff_store import assignment
 from .writes import Tx, account_item, change_update, search_text

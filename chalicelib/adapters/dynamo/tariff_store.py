@@ -14,16 +14,17 @@ transaction is written in several, in prefix order; a crash between them leaves 
 applied, and applying the same deck again completes it (a row already there changes nothing).
 """
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 
 from chalicelib.domain.rate_deck import merged
 from chalicelib.domain.tariffs import GroupTooLarge, Rate, Tariff, layout, region_of
-from chalicelib.services.ports import Refused, StoreBusy
+from chalicelib.services.ports import ImportJob, Refused, StoreBusy, TariffHeader
 
-from .keys import rate_group_key, tariff_key, tariff_list
-from .models import CoreItem, RateGroupItem, TariffItem
+from .keys import import_key, rate_group_key, tariff_key, tariff_list
+from .models import CoreItem, ImportItem, RateGroupItem, TariffItem
+from .reads import to_tariff
 from .writes import Tx
 
 MAX_GROUP_BYTES = 350_000     # DynamoDB items stop at 400 KB; keep room for keys and attribute names
@@ -85,7 +86,13 @@ def _read_groups(items, read: RatesRead) -> None:
 class TariffStore:
     """Mixed into DynamoStore, which supplies ``_conn``."""
 
-    def tariff_header(self, tariff_id: str) -> Optional[TariffItem]:
+    def tariff_header(self, tariff_id: str) -> Optional[TariffHeader]:
+        item = self._header_item(tariff_id)
+        if item is None:
+            return None
+        return TariffHeader(to_tariff(item), int(item.used_by or 0), item.used_since, item.created_at)
+
+    def _header_item(self, tariff_id: str) -> Optional[TariffItem]:
         try:
             return TariffItem.get(*tariff_key(tariff_id), consistent_read=True)
         except TariffItem.DoesNotExist:
@@ -94,7 +101,7 @@ class TariffStore:
     def read_rates(self, tariff_id: str, regions: Optional[Iterable[str]] = None) -> Optional[RatesRead]:
         """The tariff's rates (all, or the given regions') and its revision; None if there is no such tariff.
         The header is read first: a change written meanwhile bumps it, so the plan is refused, not lost."""
-        header = self.tariff_header(tariff_id)
+        header = self._header_item(tariff_id)
         if header is None:
             return None
         read = RatesRead(rev=int(header.rates_rev or 0))
@@ -111,9 +118,11 @@ class TariffStore:
                          read)
         return read
 
-    def write_rates(self, tariff_id: str, read: RatesRead, changes: Mapping[str, Sequence[Rate]]) -> int:
+    def write_rates(self, tariff_id: str, read: RatesRead, changes: Mapping[str, Sequence[Rate]],
+                    progress: Optional[Callable[[int, int], None]] = None) -> int:
         """Add the new versions ``changes`` names to the tariff as ``read``; returns the new revision.
-        Refused (services.ports.Refused) if the tariff changed since it was read."""
+        Refused (services.ports.Refused) if the tariff changed since it was read. ``progress(done, of)``
+        is told after each transaction."""
         by_region: Dict[str, Dict[str, List[Rate]]] = {}
         for prefix, versions in read.book.items():
             by_region.setdefault(region_of(prefix), {})[prefix] = versions
@@ -133,18 +142,20 @@ class TariffStore:
             if len(puts) + len(stale) > TX_ITEMS or size > TX_BYTES:
                 raise GroupTooLarge(region)
             work.append((puts, stale, size))
-        rev = read.rev
-        batch: List = []
+        batches: List[List] = [[]]
         count = size = 0
         for puts, stale, region_size in work:
-            if batch and (count + len(puts) + len(stale) > TX_ITEMS or size + region_size > TX_BYTES):
-                rev = self._commit_rates(tariff_id, rev, batch)
-                batch, count, size = [], 0, 0
-            batch.append((puts, stale))
+            if batches[-1] and (count + len(puts) + len(stale) > TX_ITEMS or size + region_size > TX_BYTES):
+                batches.append([])
+                count = size = 0
+            batches[-1].append((puts, stale))
             count += len(puts) + len(stale)
             size += region_size
-        if batch:
+        rev = read.rev
+        for done, batch in enumerate(b for b in batches if b):
             rev = self._commit_rates(tariff_id, rev, batch)
+            if progress is not None:
+                progress(done + 1, len(batches))
         return rev
 
     def _commit_rates(self, tariff_id: str, rev: int, regions) -> int:
@@ -214,3 +225,41 @@ def assignment(tx: Tx, old: Optional[str], new: Optional[str], seller: Optional[
         tx.update(("tariff", old), TariffItem(*tariff_key(old)), [TariffItem.used_by.add(-1)],
                   condition=TariffItem.pk.exists())
     return tx
+
+
+IMPORT_DAYS = 30
+
+
+class ImportStore:
+    """Deck imports through S3 (services.deck_import): one item each, read and updated by id."""
+
+    def create_import(self, job: ImportJob, now: float) -> None:
+        ImportItem(*import_key(job.id), account_id=job.account_id, tariff_id=job.tariff_id, by=job.by, mode=job.mode,
+                   effective_from=job.effective_from, dry_run=job.dry_run, status=job.status,
+                   created_at=job.created_at, ttl=int(now) + IMPORT_DAYS * 86400).save(
+            condition=ImportItem.pk.does_not_exist())
+
+    def import_job(self, job_id: str) -> Optional[ImportJob]:
+        try:
+            item = ImportItem.get(*import_key(job_id), consistent_read=True)
+        except ImportItem.DoesNotExist:
+            return None
+        return ImportJob(id=job_id, account_id=item.account_id, tariff_id=item.tariff_id, by=item.by, mode=item.mode,
+                         effective_from=item.effective_from, dry_run=bool(item.dry_run), status=item.status,
+                         rows=int(item.rows or 0), written=int(item.written or 0), to_write=int(item.to_write or 0),
+                         result=item.result, created_at=item.created_at, started_at=item.started_at,
+                         updated_at=item.updated_at)
+
+    def update_import(self, job_id: str, expect_status: Optional[Sequence[str]] = None, **values) -> bool:
+        """Set fields of a job; with ``expect_status``, only from one of those states (False if not)."""
+        actions = [getattr(ImportItem, k).set(v) for k, v in values.items() if v is not None]
+        condition = ImportItem.pk.exists()
+        if expect_status:
+            condition &= ImportItem.status.is_in(*expect_status)
+        try:
+            ImportItem(*import_key(job_id)).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                return False
+            raise StoreBusy(str(exc)) from exc
+        return True

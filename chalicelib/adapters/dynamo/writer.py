@@ -1,7 +1,7 @@
 """Writes tariffs, identities, accounts and switch keys for the seed loader and scripts/switch_keys.py."""
 import time
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 from chalicelib.services.records import Route
 from chalicelib.services.seed import Seed
