@@ -1,5 +1,6 @@
-"""One stack per stage: the Chalice app (API Gateway + the switch, sweeper and rebalancer Lambdas), the
-tables, the pepper and token-signing secrets, one least-privilege role per function, alarms and a dashboard."""
+"""One stack per stage: the Chalice app (API Gateway + the switch, sweeper, rebalancer and importer Lambdas),
+the tables, the rate-deck bucket, the pepper and token-signing secrets, one least-privilege role per
+function, alarms and a dashboard."""
 import pathlib
 import re
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -9,6 +10,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -66,12 +68,20 @@ REBALANCER_ACCESS = {
 }
 # The portal: accounts, sign-in items and keys in core (lists by Query on the subtree and listing
 # indexes), journal entries it posts and reads back, the history (journal indexes and core's call indexes).
+# Tariffs are written with their rate groups by BatchWriteItem (a new tariff, a deleted one's groups).
 PORTAL_ACCESS = {
     "core": Access(("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                     "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
-                    "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
+                    "dynamodb:BatchWriteItem", "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
     "journal": Access(("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
                        "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
+}
+# The importer applies a large deck (services.portal_tariffs.run_import): it reads the tariff, its import
+# item and its rate groups (by Query on core itself), and writes regions in transactions.
+IMPORTER_ACCESS = {
+    "core": Access(("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
+                    "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem",
+                    "dynamodb:DescribeTable")),
 }
 # Each function: Chalice's logical id, memory in MB (a Stage attribute name, or a number), timeout in s,
 # data access, whether it serves the portal (token key, mail). The REST API (Chalice's APIHandler) serves
@@ -83,7 +93,10 @@ FUNCTIONS = {
     # An invocation ticks for 55 s (entrypoints/rebalancer.RUN_FOR); the 15 s beyond are for a last tick
     # that is slow (DynamoDB retries), so it ends in its own run rather than as a timeout.
     "rebalancer": ("Rebalancer", 512, 70, REBALANCER_ACCESS, False),
+    # A 100,000-row deck is planned in memory (make bench: deck_import) and written in a few minutes.
+    "importer": ("Importer", 1024, 900, IMPORTER_ACCESS, False),
 }
+DECK_DAYS = 2        # uploaded decks and large exports are deleted after this many days
 # Functions with a fixed number of instances: the rebalancer is the only writer moving money between an
 # owner's item and its slots, and it plans each pass assuming no other instance moves the same money.
 RESERVED = {"rebalancer": 1}
@@ -121,6 +134,12 @@ class CascadeStack(Stack):
             # ses:FromAddress is the bare address: a display name ("Cascade <...>") would never match it.
             raise ValueError(f"stage {stage.name}: mail_from must be a bare e-mail address, not {self.mail_from!r}")
 
+        # Rate decks: uploads (presigned POST) and exports too large for an answer (presigned GET).
+        self.decks = s3.Bucket(
+            self, "Decks", block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True,
+            encryption=s3.BucketEncryption.S3_MANAGED, versioned=False,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(DECK_DAYS))],
+            removal_policy=keep)
         names = {fn: f"{prefix}{fn}" for fn in FUNCTIONS}
         self.log_groups, self.roles = {}, {}
         for fn, (_, _, _, access, portal) in FUNCTIONS.items():
@@ -160,6 +179,9 @@ class CascadeStack(Stack):
                 # Only the portal's function gets these (Chalice's environment_variables go to every function).
                 for key, value in self._portal_environment().items():
                     function.add_property_override(f"Environment.Variables.{key}", value)
+                function.add_property_override("Environment.Variables.CASCADE_IMPORTER_FUNCTION", names["importer"])
+            if fn in ("api", "importer"):
+                function.add_property_override("Environment.Variables.CASCADE_DECK_BUCKET", self.decks.bucket_name)
         for fn, reserved in RESERVED.items():
             self.app.get_resource(FUNCTIONS[fn][0]).add_property_override("ReservedConcurrentExecutions", reserved)
         rebalancer = self.app.get_resource(FUNCTIONS["rebalancer"][0])
@@ -191,6 +213,8 @@ class CascadeStack(Stack):
         CfnOutput(self, "MailFrom", value=self.mail_from,
                   description="Portal e-mail sender: verify it (or its domain) in SES in this region")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+        CfnOutput(self, "DeckBucket", value=self.decks.bucket_name,
+                  description="Rate decks: uploads and large exports, deleted after 2 days")
 
     def _portal_environment(self) -> dict:
         env = {"CASCADE_TOKEN_KEY_SECRET": self.token_key_name, "CASCADE_MAIL_FROM": self.mail_from}
@@ -223,7 +247,19 @@ class CascadeStack(Stack):
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
             resources=[log_group.log_group_arn]))
         self.pepper.grant_read(role)
+        if fn == "importer":
+            role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"],
+                                                   resources=[self.decks.arn_for_objects("imports/*")]))
         if portal:
+            # Presigned uploads are signed by this role (PutObject on imports/), it checks an upload is
+            # there (HeadObject needs GetObject), writes large exports and signs their download URLs.
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:GetObject"],
+                resources=[self.decks.arn_for_objects("imports/*"), self.decks.arn_for_objects("exports/*")]))
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{Aws.ACCOUNT_ID}:function:"
+                           f"cascade-{self.stage.name}-importer"]))
             role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
                                                    resources=[self.token_key.secret_arn]))
             # SES authorizes a send against the sender's identity and, in the sandbox, the recipients'
@@ -313,6 +349,8 @@ class CascadeStack(Stack):
             ("SweeperErrors", fn_metric("sweeper", "Errors"), 1, "expired holds are not being released"),
             ("RebalancerErrors", fn_metric("rebalancer", "Errors"), 1,
              "escrow is not being refilled or recalled: calls fall back to the owners' own items"),
+            ("ImporterErrors", fn_metric("importer", "Errors"), 1,
+             "a rate-deck import crashed (Lambda retries it twice; its import stays in 'applying')"),
         ]
         for logical in self.tables:
             name = logical.capitalize()

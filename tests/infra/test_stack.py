@@ -162,15 +162,15 @@ def _model_indexes(logical: str) -> set:
 
 
 def _policies_by_role(template: Template) -> dict:
-    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper", "Rebalancer")}
+    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper", "Rebalancer", "Importer")}
 
 
 def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized):
     template, _ = synthesized["prod"]
     functions = resources(template, "AWS::Serverless::Function")
     roles = {name: json.dumps(f["Properties"]["Role"]) for name, f in functions.items()}
-    assert set(roles) == {"APIHandler", "Switch", "Sweeper", "Rebalancer"}
-    assert len(set(roles.values())) == 4                      # no shared role
+    assert set(roles) == {"APIHandler", "Switch", "Sweeper", "Rebalancer", "Importer"}
+    assert len(set(roles.values())) == 5                      # no shared role
     assert "SwitchRole" in roles["Switch"] and "SweeperRole" in roles["Sweeper"] and "ApiRole" in roles["APIHandler"]
     assert "RebalancerRole" in roles["Rebalancer"]
     assert not [r for r in resources(template, "AWS::IAM::Role") if "DefaultRole" in r]   # Chalice's broad role is gone
@@ -198,14 +198,14 @@ def test_the_rest_api_function_has_switch_and_portal_access_and_nothing_scans(sy
             assert api[f"{logical.capitalize()}Table/index/{index}"] == {"dynamodb:Query"}, (logical, index)
     assert api["CoreTable"] == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                 "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
-                                "dynamodb:DescribeTable"}
+                                "dynamodb:BatchWriteItem", "dynamodb:DescribeTable"}
     assert api["JournalTable"] == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query",
                                    "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable"}
     assert "LedgerTable" not in json.dumps(template.to_json())
     for role, statements in _policies_by_role(template).items():
         granted = {a for s in statements for a in _listed(s["Action"])}
         assert not {a for a in granted if a.lower() in ("dynamodb:scan", "dynamodb:*")}, role
-        assert "dynamodb:DeleteItem" not in granted or role == "Api", role
+        assert "dynamodb:DeleteItem" not in granted or role in ("Api", "Importer"), role
     everything = {a for p in resources(template, "AWS::IAM::Policy").values()
                   for s in p["Properties"]["PolicyDocument"]["Statement"] for a in _listed(s["Action"])}
     assert "dynamodb:scan" not in {a.lower() for a in everything}      # no policy at all, not only the roles'
@@ -252,7 +252,7 @@ def test_only_the_portal_function_reads_the_token_key_and_sends_mail(synthesized
     policies = _policies_by_role(template)
     reads = [s for s in policies["Api"] if json.dumps(s["Resource"]) == json.dumps({"Ref": token_key})]
     assert [s["Action"] for s in reads] == ["secretsmanager:GetSecretValue"]
-    for role in ("Switch", "Sweeper", "Rebalancer"):
+    for role in ("Switch", "Sweeper", "Rebalancer", "Importer"):
         assert token_key not in json.dumps(policies[role]), role
         assert not [s for s in policies[role] if any(a.startswith("ses:") for a in _listed(s["Action"]))], role
     mail = [s for s in policies["Api"] if any(a.startswith("ses:") for a in _listed(s["Action"]))]
@@ -486,3 +486,45 @@ def test_the_emf_metrics_the_functions_write_are_alarmed_and_on_the_dashboard(sy
     body = json.dumps(next(iter(resources(template, "AWS::CloudWatch::Dashboard").values()))["Properties"]["DashboardBody"])
     for metric in ("Grants", "Denials", "HoldRetries", "SignIns", "SignInFailures", "LockOuts", "Payments"):
         assert metric in body, metric
+
+
+def _s3_grants(statements) -> dict:
+    """{action: [object key patterns]} granted on the deck bucket."""
+    out = {}
+    for s in statements:
+        for action in [a for a in _listed(s["Action"]) if a.startswith("s3:")]:
+            for target in _listed(s["Resource"]):
+                parts = target["Fn::Join"][1] if isinstance(target, dict) and "Fn::Join" in target else [target]
+                assert "Decks" in json.dumps(parts), target
+                out.setdefault(action, []).append(parts[-1])
+    return out
+
+
+def test_rate_decks_have_a_private_bucket_the_portal_signs_for_and_only_the_importer_reads(synthesized):
+    for stage in ("dev", "prod"):
+        template, _ = synthesized[stage]
+        buckets = resources(template, "AWS::S3::Bucket")
+        assert len(buckets) == 1
+        props = next(iter(buckets.values()))["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                                           "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+        assert props["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 2
+        functions = resources(template, "AWS::Serverless::Function")
+        importer = functions["Importer"]["Properties"]
+        assert importer["Timeout"] == 900 and importer["MemorySize"] == 1024
+        assert "CASCADE_DECK_BUCKET" in importer["Environment"]["Variables"]
+        api = functions["APIHandler"]["Properties"]["Environment"]["Variables"]
+        assert api["CASCADE_IMPORTER_FUNCTION"] == f"cascade-{stage}-importer" and "CASCADE_DECK_BUCKET" in api
+        for name in ("Switch", "Sweeper", "Rebalancer"):
+            assert "CASCADE_DECK_BUCKET" not in json.dumps(functions[name]["Properties"].get("Environment", {}))
+    template, _ = synthesized["prod"]
+    policies = _policies_by_role(template)
+    assert _s3_grants(policies["Importer"]) == {"s3:GetObject": ["/imports/*"]}
+    assert _s3_grants(policies["Api"]) == {"s3:PutObject": ["/imports/*", "/exports/*"],
+                                           "s3:GetObject": ["/imports/*", "/exports/*"]}
+    for role in ("Switch", "Sweeper", "Rebalancer"):
+        assert _s3_grants(policies[role]) == {}, role
+    invoke = [s for s in policies["Api"] if "lambda:InvokeFunction" in _listed(s["Action"])]
+    assert len(invoke) == 1 and "cascade-prod-importer" in json.dumps(invoke[0]["Resource"])
+    importer = _dynamodb_tables(policies["Importer"])
+    assert set(importer) == {"CoreTable"} and "dynamodb:Scan" not in importer["CoreTable"]
