@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .money import ZERO, money
 
+ZERO_PRICE = Decimal("0.000000")
 BUCKET_DIGITS = 4
 MAX_GROUP_DIGITS = 6
 EPOCH = "1970-01-01T00:00:00Z"
@@ -59,6 +60,10 @@ class Rate:
 
     def __post_init__(self):
         object.__setattr__(self, "effective_from", sys.intern(utc_iso(self.effective_from)))
+        if self.ended:                  # an end has no price: one shape for every ended version
+            for name, value in (("price", ZERO_PRICE), ("connect_fee", ZERO_PRICE), ("name", ""), ("minimum", 0),
+                                ("initial", 60), ("subsequent", 60)):
+                object.__setattr__(self, name, value)
         if not self.prefix.isdigit():
             raise InvalidRate("prefix", f"{self.prefix!r} must be digits")
         if self.price < 0 or self.connect_fee < 0:

@@ -8,9 +8,16 @@ from chalice import Blueprint
 importer_bp = Blueprint(__name__)
 
 
+def importer_portal():
+    """The portal's use cases without sign-in (this function has neither the token key nor mail)."""
+    from chalicelib.bootstrap import container
+    from chalicelib.services.portal import Portal
+    c = container()
+    return Portal(c.store, None, c.clock, c.decks, c.jobs)
+
+
 def run(import_id: str):
-    from chalicelib.entrypoints.portal import portal
-    return portal().run_import(import_id)
+    return importer_portal().run_import(import_id)
 
 
 @importer_bp.lambda_function(name="importer")

@@ -207,3 +207,54 @@ def test_cloning_the_tariff_a_reseller_is_charged_by_copies_its_prices_never_the
     own = portal.ok("cumulus", "POST", "/accounts/cumulus/tariffs", {"clone_from": "cumulus-retail"}, status=201)
     assert portal.ok("cumulus", "GET", f"/accounts/cumulus/tariffs/{own['id']}")["rates"] == \
         portal.ok("cumulus", "GET", "/accounts/cumulus/tariffs/cumulus-retail")["rates"]
+
+
+def test_the_documented_walk_through_answers_as_section_16_says(client, demo):
+    """docs/portal-api.md, section 16 (its January is the next one here, and import times are now)."""
+    import re
+    portal = Portal(client)
+    january = NEXT_YEAR[:10]
+
+    def timeless(text: str) -> str:
+        return re.sub(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", lambda m: "JAN" if m.group(0).startswith(january)
+                      else "NOW", text)
+    gold = portal.ok("atlas", "POST", "/accounts/atlas/tariffs", {"name": "Atlas wholesale 2027"}, status=201)["id"]
+    deck = ("prefix,name,price,connect_fee,initial,subsequent\n1,USA/Canada,0.009,0,6,6\n"
+            "1555,USA demo exchange,1.1,0,1,1\n44,United Kingdom,0.014,0,60,60\n"
+            "447,United Kingdom mobile,0.038,0,60,60\n49,Germany,0.012,0,60,60\n")
+    _, dry = put_deck(portal, "atlas", "atlas", gold, deck, "?dry_run=true")
+    assert {k: dry[k] for k in ("added", "changed", "ended", "unchanged", "sample", "mode", "dry_run")} == {
+        "added": 5, "changed": 0, "ended": 0, "unchanged": 0, "mode": "replace", "dry_run": True,
+        "sample": {"added": ["1", "1555", "44", "447", "49"], "changed": [], "ended": []}}
+    assert put_deck(portal, "atlas", "atlas", gold, deck)[1]["added"] == 5
+    status, bad = put_deck(portal, "atlas", "atlas", gold, "prefix,price\n1,0.01\n4x,0.02\n49,\n")
+    assert (status, bad) == (400, {"error": "invalid_deck", "message": "2 line(s) of the deck are not valid; nothing "
+                                   "was applied", "field": "body", "failed_lines": 2, "errors": [
+                                       {"line": 3, "field": "prefix", "message": "must be 1 to 20 digits"},
+                                       {"line": 4, "field": "price", "message": "is required"}]})
+    rate = portal.ok("atlas", "POST", f"/accounts/atlas/tariffs/{gold}/rates", {
+        "prefix": "44", "name": "United Kingdom", "price": "0.016", "effective_from": january}, status=201)["rate"]
+    assert rate == {"prefix": "44", "name": "United Kingdom", "price": "0.016000", "connect_fee": "0.000000",
+                    "minimum": 0, "initial": 60, "subsequent": 60, "effective_from": NEXT_YEAR}
+    end = portal.ok("atlas", "POST", f"/accounts/atlas/tariffs/{gold}/rates/49/end", {"effective_from": january})
+    assert end["change"] == {"added": 0, "changed": 0, "ended": 1, "unchanged": 0, "effective_from": NEXT_YEAR,
+                             "sample": {"added": [], "changed": [], "ended": ["49"]}, "mode": "merge",
+                             "dry_run": False}
+    assert portal.ok("atlas", "PATCH", "/accounts/borealis", {"tariff_id": gold})["tariff_id"] == gold
+    _, exported, _ = csv_request(portal, "atlas", "GET", f"/accounts/atlas/tariffs/{gold}/deck")
+    assert timeless(exported).splitlines() == [
+        "prefix,name,price,connect_fee,minimum,initial,subsequent,effective_from,ended",
+        "1,USA/Canada,0.009000,0.000000,0,6,6,NOW,", "1555,USA demo exchange,1.100000,0.000000,0,1,1,NOW,",
+        "44,United Kingdom,0.014000,0.000000,0,60,60,NOW,", "44,United Kingdom,0.016000,0.000000,0,60,60,JAN,",
+        "447,United Kingdom mobile,0.038000,0.000000,0,60,60,NOW,", "49,Germany,0.012000,0.000000,0,60,60,NOW,",
+        "49,,,,,,,JAN,yes"]
+    _, prices, _ = csv_request(portal, "atlas", "GET", f"/accounts/cumulus/price-list?at={january[:4]}-01-02")
+    assert timeless(prices).splitlines() == [
+        "prefix,name,price,connect_fee,minimum,initial,subsequent,effective_from,ended",
+        "1,USA/Canada,0.010800,0.000000,0,6,6,NOW,", "1555,USA demo exchange,1.320000,0.000000,0,1,1,NOW,",
+        "44,United Kingdom,0.019200,0.000000,0,60,60,JAN,", "447,United Kingdom mobile,0.045600,0.000000,0,60,60,NOW,"]
+    status, body = portal("atlas", "DELETE", f"/accounts/atlas/tariffs/{gold}")
+    assert (status, body["error"], body["used_by"]) == (409, "tariff_in_use", 1)
+    status, body = portal("atlas", "POST", "/accounts/atlas/tariffs/borealis-buys/rates",
+                          {"prefix": "1", "price": "0.02", "effective_from": "2020-01-01"})
+    assert (status, body["field"]) == (400, "effective_from")

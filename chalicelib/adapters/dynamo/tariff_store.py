@@ -129,11 +129,13 @@ class TariffStore:
         groups_of: Dict[str, Set[str]] = {}
         for group in read.groups:
             groups_of.setdefault(region_of(group), set()).add(group)
-        touched = sorted({region_of(p) for p in changes})
+        touched: Dict[str, List[str]] = {}
+        for prefix in changes:
+            touched.setdefault(region_of(prefix), []).append(prefix)
         work = []                                   # per region: (items to put, groups to delete, bytes)
-        for region in touched:
+        for region in sorted(touched):
             members = dict(by_region.get(region, {}))
-            for prefix in [p for p in changes if region_of(p) == region]:
+            for prefix in touched[region]:
                 members[prefix] = merged(members.get(prefix, []), changes[prefix])
             new = layout(members, fits)
             puts = [group_item(tariff_id, g, m) for g, m in sorted(new.items())]
