@@ -127,3 +127,33 @@ def test_a_sip_users_switch_password_is_stored_for_the_switch_and_shown_only_onc
     # and the item keeps it for the switch
     item = stack.table("core").get_item(Key={"pk": "ID#once-1", "sk": "#"}, ConsistentRead=True)["Item"]
     assert item["sip_secret"] == sip["password"]
+
+
+def test_a_reseller_imports_a_deck_through_the_local_s3_and_its_background_task(stack):
+    """The large-deck path on make run's stack: a presigned POST to moto's S3, then the import runs in a
+    thread of the API server and is polled to the end."""
+    import time
+
+    import requests
+    token = sign_in(stack, "reseller")["access_token"]
+    status, tariff = call(stack.base, "POST", "/accounts/atlas/tariffs", {"name": "E2E deck"}, token=token)
+    assert status == 201, tariff
+    status, opened = call(stack.base, "POST", f"/accounts/atlas/tariffs/{tariff['id']}/imports", {}, token=token)
+    assert status == 201, opened
+    deck = "prefix,name,price\n" + "".join(f"49{n:04d},Germany {n},0.0{n % 90 + 10}\n" for n in range(3000))
+    form = opened["upload"]
+    uploaded = requests.post(form["url"], data=form["fields"], files={"file": ("deck.csv", deck.encode(), "text/csv")},
+                             timeout=30)
+    assert uploaded.status_code in (200, 201, 204), uploaded.text
+    path = f"/accounts/atlas/tariffs/{tariff['id']}/imports/{opened['id']}"
+    status, started = call(stack.base, "POST", path + "/start", token=token)
+    assert status == 202 and started["status"] in ("queued", "reading", "applying", "done"), started
+    deadline = time.time() + 60
+    while True:
+        status, job = call(stack.base, "GET", path, token=token)
+        if job["status"] in ("done", "failed") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert job["status"] == "done" and job["result"]["added"] == 3000 and job["rows_read"] == 3001, job
+    status, body = call(stack.base, "GET", f"/accounts/atlas/tariffs/{tariff['id']}", token=token)
+    assert status == 200 and len(body["rates"]) == 3000
