@@ -224,7 +224,9 @@ SCHEMAS: Dict[str, dict] = {
             "prefix": STR, "name": STR, "price": dict(MONEY_OUT, description="per minute"),
             "connect_fee": MONEY_OUT, "minimum": {"type": "integer"}, "initial": {"type": "integer"},
             "subsequent": {"type": "integer"},
-            "effective_from": dict(STR, description="ISO 8601, UTC: the newest version in force rates calls")})}})]},
+            "effective_from": dict(STR, description="ISO 8601, UTC: the newest version in force rates calls"),
+            "ended": {"type": "boolean", "description": "from effective_from the prefix has no rate here"}})},
+        "next_cursor": STR_OR_NULL})]},
     "DeckChange": _object({
         "added": {"type": "integer", "description": "prefixes that had no rate in force"},
         "changed": {"type": "integer"}, "ended": {"type": "integer"},

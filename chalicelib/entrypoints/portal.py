@@ -402,12 +402,20 @@ def list_tariffs(p: Portal, principal, account_id, query, **_):
     return {"items": [tariff_view(t) for t in items], "next_cursor": cursor}
 
 
+RATE_PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000},
+             "cursor": {"type": "string", "maxLength": 2048}}
+
+
 @portal_route("/accounts/{account_id}/tariffs/{tariff_id}", "GET",
-              "One of an account's tariffs with every rate version", tag="tariffs")
-def get_tariff(p: Portal, principal, account_id, tariff_id, **_):
-    tariff, book = p.tariff(principal, account_id, tariff_id)
+              "One of an account's tariffs with its rate versions, a page at a time", query=RATE_PAGE, tag="tariffs")
+def get_tariff(p: Portal, principal, account_id, tariff_id, query, **_):
+    """Rates come in prefix order, every version of a prefix together, about ``limit`` versions a page
+    (whole storage groups: a page may hold a few more); ``next_cursor`` fetches the next. The whole
+    tariff at once: GET .../deck (CSV)."""
+    tariff, book, cursor = p.tariff(principal, account_id, tariff_id, query["limit"], query.get("cursor"))
     return dict(tariff_view(tariff), rates=[dict(r.to_dict(), prefix=prefix) for prefix in sorted(book)
-                                            for r in book[prefix]])
+                                            for r in sorted(book[prefix], key=lambda v: v.effective_from)],
+                next_cursor=cursor)
 
 
 @portal_route("/accounts/{account_id}/tariffs", "POST", "Create a tariff the account sells with (or clone one)",

@@ -249,15 +249,17 @@ class Portal(TariffCases):
         account = self.walled(principal, account_id)
         return self.store.tariffs(account.id, limit, cursor)
 
-    def tariff(self, principal: Principal, account_id: str, tariff_id: str):
-        """One tariff the account owns, with every rate version by prefix."""
+    def tariff(self, principal: Principal, account_id: str, tariff_id: str, limit: int = 1000,
+               cursor: Optional[str] = None):
+        """One tariff the account owns, with a page of its rate versions by prefix."""
         account = self.walled(principal, account_id)
         # Ids are at most 64 characters (the schema's tariff_id): a longer one would be a key DynamoDB refuses
         known = isinstance(tariff_id, str) and 0 < len(tariff_id) <= 64
         tariff = self.store.tariff(tariff_id) if known else None
         if tariff is None or tariff.owner != account.id:
             raise NoSuchTariff(tariff_id)
-        return tariff, self.store.tariff_rates(tariff.id)
+        book, next_cursor = self.store.rate_page(tariff.id, limit, cursor)
+        return tariff, book, next_cursor
 
     def descendants(self, principal: Principal, account_id: str, limit: int, cursor: Optional[str],
                     role: Optional[str] = None, status: Optional[str] = None, text: Optional[str] = None):

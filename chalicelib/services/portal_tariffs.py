@@ -122,11 +122,11 @@ class TariffCases:
                  effective_from: Optional[str]) -> Tuple[Rate, dict]:
         """From ``effective_from`` (default: now) the prefix has no rate of its own in this tariff: its
         numbers fall back to a shorter prefix. Ending a prefix with no rate is refused (a typo is not a no-op)."""
-        from .portal import InvalidInput, NoSuchTariff
+        from .portal import InvalidInput
         account = self._seller(principal, account_id)
         header = self._owned(account, tariff_id)
         if not (isinstance(prefix, str) and prefix.isdigit() and len(prefix) <= 20):
-            raise NoSuchTariff(prefix)
+            raise InvalidInput("prefix", "must be 1 to 20 digits")
         now = self._now_iso()
         when = _when(effective_from or now)
         self._not_past(when, now, header)

@@ -87,10 +87,15 @@ def test_a_scheduled_change_rates_calls_from_its_time_and_never_rewrites_a_versi
 def test_an_ended_rate_falls_back_to_the_shorter_prefix(client, demo, monkeypatch):
     monkeypatch.setenv("CASCADE_SWITCH_CACHE_SECONDS", "0")
     portal = Portal(client)
-    portal.ok("cumulus", "POST", "/accounts/cumulus/tariffs/cumulus-retail/rates",
-              {"prefix": "15551", "price": "2.20", "name": "USA premium 1"}, status=201)
+    change_at = portal.ok("cumulus", "POST", "/accounts/cumulus/tariffs/cumulus-retail/rates",
+                          {"prefix": "15551", "price": "2.20", "name": "USA premium 1"}, status=201)["rate"]["effective_from"]
     assert acme_call("before-end").prefix == "15551"
     assert post_complete(client, "before-end", 0, "NO ANSWER").status_code == 200
+    # a version in force cannot be replaced: the end must start in a later second than the rate it ends
+    status, body = portal("cumulus", "POST", "/accounts/cumulus/tariffs/cumulus-retail/rates/15551/end",
+                          {"effective_from": change_at})
+    assert (status, body["error"]) in ((409, "version_in_force"), (400, "invalid_request"))   # 400: a second later
+    time.sleep(max(0.0, 1.05 - (time.time() % 1)))
     ended = portal.ok("cumulus", "POST", "/accounts/cumulus/tariffs/cumulus-retail/rates/15551/end", {})
     assert ended["rate"]["ended"] is True and ended["change"]["ended"] == 1
     assert (acme_call("after-end").prefix, acme_call("after-end").price) == ("1555", Decimal("2.0"))
@@ -258,3 +263,22 @@ def test_the_documented_walk_through_answers_as_section_16_says(client, demo):
     status, body = portal("atlas", "POST", "/accounts/atlas/tariffs/borealis-buys/rates",
                           {"prefix": "1", "price": "0.02", "effective_from": "2020-01-01"})
     assert (status, body["field"]) == (400, "effective_from")
+
+
+def test_a_large_tariff_is_read_a_page_at_a_time_in_prefix_order(client, demo):
+    portal = Portal(client)
+    tid = portal.ok("cumulus", "POST", "/accounts/cumulus/tariffs", {"name": "Paged"}, status=201)["id"]
+    deck = "prefix,price\n" + "".join(f"{p},0.01\n" for p in [f"44{n:04d}" for n in range(2500)] + ["1", "45"])
+    assert put_deck(portal, "cumulus", "cumulus", tid, deck)[0] == 200
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = portal.ok("cumulus", "GET", f"/accounts/cumulus/tariffs/{tid}?limit=1000"
+                         + (f"&cursor={cursor}" if cursor else ""))
+        seen += [r["prefix"] for r in page["rates"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 2502 and 2 <= pages <= 4
+    status, body = portal("cumulus", "GET", f"/accounts/cumulus/tariffs/{tid}?cursor=bm90LWEtY3Vyc29y")
+    assert (status, body["field"]) == (400, "cursor")

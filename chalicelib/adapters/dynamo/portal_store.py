@@ -27,8 +27,8 @@ from chalicelib.services.records import Route, level_view
 
 from chalicelib.domain.tariffs import Rate, Tariff
 
-from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key, tariff_list
-from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem, TariffItem
+from .keys import account_key, cdr_trees, children_list, idempotency_key, identity_key, tariff_key, tariff_list
+from .models import AccountItem, CallItem, CoreItem, IdempotencyItem, IdentityItem, JournalItem, RateGroupItem, TariffItem
 from .reads import to_account, to_call, to_tariff
 from .tariff_store import assignment
 from .writes import Tx, account_item, change_update, search_text
@@ -192,6 +192,30 @@ class PortalStore:
         """Every rate version of a tariff, by prefix (one Query over its rate groups)."""
         read = self.read_rates(tariff_id)
         return read.book if read is not None else {}
+
+    def rate_page(self, tariff_id: str, limit: int, cursor: Optional[str]) -> Tuple[Dict[str, List[Rate]], Optional[str]]:
+        """Rate versions by prefix, whole rate groups at a time in prefix order (a group key sorts as its
+        prefixes do), until at least ``limit`` versions: a 100,000-row tariff is never one answer."""
+        pk = tariff_key(tariff_id)[0]
+        start = _expect(decode_cursor(cursor), {"pk", "sk"}, pk=pk)
+        if start is not None and not start["sk"]["S"].startswith("G#"):
+            raise BadCursor("cursor")
+        result = RateGroupItem.query(pk, RateGroupItem.sk.startswith("G#"), consistent_read=True,
+                                     last_evaluated_key=start)
+        book: Dict[str, List[Rate]] = {}
+        count, last = 0, None
+
+        def fill():
+            nonlocal count, last
+            for item in result:
+                for prefix, versions in item.rates.items():
+                    book[prefix] = [Rate.from_dict(v) for v in versions]
+                    count += len(versions)
+                if count >= limit:
+                    last = {"pk": {"S": item.pk}, "sk": {"S": item.sk}}
+                    return
+        _checked(fill)
+        return book, encode_cursor(last)
 
     def subtree(self, tree: str, path: str, limit: int, cursor: Optional[str], role: Optional[str] = None,
                 status: Optional[str] = None, text: Optional[str] = None) -> Tuple[List[Account], Optional[str]]:
