@@ -282,3 +282,29 @@ def test_a_large_tariff_is_read_a_page_at_a_time_in_prefix_order(client, demo):
     assert seen == sorted(seen) and len(seen) == len(set(seen)) == 2502 and 2 <= pages <= 4
     status, body = portal("cumulus", "GET", f"/accounts/cumulus/tariffs/{tid}?cursor=bm90LWEtY3Vyc29y")
     assert (status, body["field"]) == (400, "cursor")
+
+
+def test_concurrent_rate_changes_to_one_region_are_never_lost(demo):
+    """Two writers rewrite the same rate region at once: the header's revision makes the second re-plan
+    from what the first wrote, so every rate of both arrives (without it, one region rewrite would
+    overwrite the other's)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.bootstrap import container
+    from chalicelib.domain.access import Principal
+    from chalicelib.services.portal import Portal as PortalCases
+    c = container()
+    cases = PortalCases(c.store, None, c.clock)
+    me = Principal("cumulus", "reseller", "admin/atlas/borealis/cumulus")
+    tid = cases.create_tariff(me, "cumulus", {"name": "Race"}).id
+    barrier = threading.Barrier(2)
+
+    def writer(digit: str):
+        barrier.wait()
+        for n in range(15):
+            cases.add_rate(me, "cumulus", tid, {"prefix": f"4420{digit}{n:02d}", "price": "0.01"})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(writer, ["1", "2"]))
+    book = c.store.tariff_rates(tid)
+    assert sorted(book) == sorted(f"4420{d}{n:02d}" for d in "12" for n in range(15))
