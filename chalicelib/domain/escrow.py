@@ -34,7 +34,8 @@ or CPS limit escrows its limits with its money:
                cps_limit - cps_lent a second.
 
 Both limits stay exact upper bounds (a share is taken back only from a slot that started no call in the
-current second, so the owner's item never starts it in a second the slot used it), but they become
+current second, so the owner's item never starts it in a second the slot used it; and lent only if the
+owner's item has left room for it in the current second: OwnerChange.cps_room), but they become
 conservative: permits and
 shares parked in a client's slot are not available to the owner's other clients until the rebalancer
 takes them back (idle: IDLE_AFTER; dry: at its next request), so a call may be refused with
@@ -278,11 +279,17 @@ class OwnerChange:
     max_active_calls: Optional[int] = None    # guard: active_calls before may not exceed this
     cps_lent: int = 0                         # CPS shares lent (+) or taken back (-)
     max_cps_lent: Optional[int] = None        # guard: cps_lent before may not exceed this
+    # guard of a share lent: in second ``cps_room[0]`` the owner's item may have started at most
+    # ``cps_room[1]`` calls (what its limit leaves once the new shares are out), or a slot could start
+    # its new share in a second the item has already used
+    cps_room: Optional[Tuple[int, int]] = None
 
 
-def owner_change(moves: Sequence[SlotMove], owner: Optional[Account] = None) -> OwnerChange:
+def owner_change(moves: Sequence[SlotMove], owner: Optional[Account] = None, now: Optional[int] = None,
+                 lent: Optional[int] = None) -> OwnerChange:
     """``owner`` (as read) gives the limits a lending batch is guarded by (DynamoDB compares, it cannot
-    add: the limit less what is lent is computed here)."""
+    add: the limit less what is lent is computed here). ``lent``: the owner's shares out before this
+    batch (as read, plus what earlier batches of the pass lent); ``now``: the rebalancer's second."""
     sweep = sum((m.sweep for m in moves), ZERO)
     refill = sum((m.refill for m in moves), ZERO)
     recall = sum((m.recall for m in moves), ZERO)
@@ -291,11 +298,15 @@ def owner_change(moves: Sequence[SlotMove], owner: Optional[Account] = None) -> 
     need = refill - recall
     max_calls = owner.max_calls if owner is not None else None
     cps_limit = owner.cps_limit if owner is not None else None
+    lending = shares > 0 and cps_limit is not None
+    if lending and lent is None:
+        lent = owner.cps_lent
     return OwnerChange(balance=-sweep, held=refill - recall - sweep, available=-need,
                        min_available=need if need > ZERO else None,
                        active_calls=permits, cps_lent=shares,
                        max_active_calls=max_calls - permits if permits > 0 and max_calls is not None else None,
-                       max_cps_lent=cps_limit - shares if shares > 0 and cps_limit is not None else None)
+                       max_cps_lent=min(lent, cps_limit - shares) if lending else None,
+                       cps_room=(now, cps_limit - lent - shares) if lending and now is not None else None)
 
 
 def _empty(slot: Slot) -> bool:

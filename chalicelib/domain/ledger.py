@@ -120,6 +120,7 @@ class BalanceChange:
     cps_lent: int = 0                    # CPS shares lent to escrow slots (the rebalancer)
     max_active_calls: Optional[int] = None   # guards of a lending rebalance: active_calls and cps_lent
     max_cps_lent: Optional[int] = None       # before may not exceed these (the limit less what it lends)
+    cps_room: Optional[Tuple[int, int]] = None   # (second, n): the item started at most n calls in it
     counters: Tuple[CounterChange, ...] = ()   # CPS and spend counters on this item: domain.counters
 
     @property

@@ -304,7 +304,8 @@ ERRORS = {
     429: "locked or too_many_attempts: try again after Retry-After seconds",
     503: "busy: the store is contended; try again",
 }
-UNSUPPORTED_MEDIA = {"description": "the request's Content-Type is not application/json (answered by the framework "
+UNSUPPORTED_MEDIA = {"description": "the request's Content-Type is not the route's (application/json; text/csv for "
+                                    "a deck) (answered by the framework "
                                     "as {\"Code\": \"UnsupportedMediaType\", \"Message\": ...})",
                      "content": {"application/json": {"schema": {"type": "object"}}}}
 

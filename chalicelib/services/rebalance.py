@@ -195,9 +195,10 @@ def _apply(store: EscrowStore, owner_id: str, moves: List[SlotMove], now: int, c
            report: Report, owner: Optional[Account] = None, listed: bool = True) -> None:
     """``owner`` as read, when the moves may lend it (refills): its limits guard the lending. ``listed``:
     the owner is in the owners' list already (read this pass), so no refill writes that hot item."""
+    lent = owner.cps_lent if owner is not None else None      # shares out, as this pass moves them
     for i in range(0, len(moves), MOVES_PER_TRANSACTION):
         batch = moves[i:i + MOVES_PER_TRANSACTION]
-        refused = store.apply_moves(owner_id, batch, owner_change(batch, owner), now,
+        refused = store.apply_moves(owner_id, batch, owner_change(batch, owner, now, lent), now,
                                     clear_wants=[m.client_id for m in batch if m.client_id in clear],
                                     list_owner=not listed)
         if refused:
@@ -206,8 +207,10 @@ def _apply(store: EscrowStore, owner_id: str, moves: List[SlotMove], now: int, c
             report.refused += len(refused)
             rest = [m for m in batch if m not in refused]
             if rest and len(rest) < len(batch) and not store.apply_moves(
-                    owner_id, rest, owner_change(rest, owner), now,
+                    owner_id, rest, owner_change(rest, owner, now, lent), now,
                     clear_wants=[m.client_id for m in rest if m.client_id in clear], list_owner=not listed):
                 report.add(rest)
+                lent = None if lent is None else lent + sum(m.share for m in rest)
         else:
             report.add(batch)
+            lent = None if lent is None else lent + sum(m.share for m in batch)

@@ -155,5 +155,5 @@ def test_a_reseller_imports_a_deck_through_the_local_s3_and_its_background_task(
             break
         time.sleep(0.5)
     assert job["status"] == "done" and job["result"]["added"] == 3000 and job["rows_read"] == 3001, job
-    status, body = call(stack.base, "GET", f"/accounts/atlas/tariffs/{tariff['id']}", token=token)
+    status, body = call(stack.base, "GET", f"/accounts/atlas/tariffs/{tariff['id']}?limit=5000", token=token)
     assert status == 200 and len(body["rates"]) == 3000

@@ -37,8 +37,9 @@ def test_a_large_deck_goes_through_s3_and_a_background_task_with_progress(client
     assert started["id"] == job["id"] and job["status"] == "done", job
     assert job["rows_read"] == 12_001 and job["result"]["added"] == 12_000
     assert job["transactions_written"] == job["transactions"] >= 1
-    rates = portal.ok("cumulus", "GET", f"/accounts/cumulus/tariffs/{tid}")["rates"]
-    assert len(rates) == 12_000 and rates[5]["name"] == "UK 5"
+    response = client.http.get(f"/accounts/cumulus/tariffs/{tid}/deck", headers=portal.headers("cumulus"))
+    rows = response.body.decode().splitlines()
+    assert len(rows) == 12_001 and rows[6].split(",")[:3] == ["44000005", "UK 5", "0.006000"]
     # AND starting it again changes nothing; its ancestors see it, an outsider does not
     assert portal.ok("cumulus", "POST", f"/accounts/cumulus/tariffs/{tid}/imports/{opened['id']}/start",
                      status=202)["status"] == "done"

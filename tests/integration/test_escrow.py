@@ -5,6 +5,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+from chalicelib.adapters.dynamo.models import AccountItem
 from chalicelib.adapters.dynamo.store import DynamoStore
 from chalicelib.domain.escrow import REFILL_PERMITS, SHARE
 from chalicelib.services.authorize_call import AuthorizeRequest, authorize_call, Authorized, Denied
@@ -419,3 +420,18 @@ def test_a_cps_share_is_not_taken_back_in_a_second_a_call_started_from_it(demo):
     assert account("acme").e1r == SHARE and account("cumulus").cps_lent == SHARE
     rebalance(store, NOW + 101)                  # the recall request stays until served
     assert account("acme").e1r == 0 and not account("cumulus").cps_lent
+
+
+def test_a_share_is_not_lent_in_a_second_the_owners_item_has_already_used(aws):
+    # GIVEN r (CPS limit 8, nothing lent) whose own item started 8 calls in second NOW, and a client
+    # whose slot asks r for a refill (money and a CPS share)
+    load(limited_seed(cps_limit=8))
+    store, digest = DynamoStore(), key_hash(KEY)
+    assert isinstance(authorize_call(store, AuthorizeRequest("s0", "15551230001", "warm-0"), digest,
+                                     clock(NOW - 10)), Authorized)
+    complete_call(store, "warm-0", 0, "NO ANSWER", digest, clock(NOW - 9))
+    AccountItem.get("ACC#r", "#").update(actions=[AccountItem.cps_at.set(str(NOW)), AccountItem.cps_n.set(8)])
+    # WHEN the rebalancer ticks in that second, THEN it lends nothing (the share could start a 9th call)
+    assert rebalance(store, NOW).refilled == 0 and int(account("r").cps_lent or 0) == 0
+    # AND in the next second it does
+    assert rebalance(store, NOW + 1).refilled == 1 and int(account("r").cps_lent) == 1

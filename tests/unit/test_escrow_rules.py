@@ -180,8 +180,13 @@ def test_refills_lend_permits_and_a_share_only_from_plenty_and_take_them_back_wh
     ask = [("c", Slot(1, "sub", need=D("6"), wanted_by="sub"))]
     moves, dry = plan_owner(sub, ask, [])
     assert not dry and (moves[0].permits, moves[0].share) == (REFILL_PERMITS, 1)
-    change = owner_change(moves, sub)
-    assert (change.active_calls, change.max_active_calls, change.cps_lent, change.max_cps_lent) == (2, 8, 1, 3)
+    change = owner_change(moves, sub, NOW)
+    # the share is lent only while no more is out than was read (1), and only if the item itself started
+    # at most 4 - 1 - 1 = 2 calls this second: else a slot could start its new share in a second the item
+    # has already used up
+    assert (change.active_calls, change.max_active_calls, change.cps_lent, change.max_cps_lent) == (2, 8, 1, 1)
+    assert change.cps_room == (NOW, 2)
+    assert owner_change(moves, sub, NOW, lent=2).cps_room == (NOW, 1)      # a batch after one that lent 1
     # 7 free permits cannot give 4 (2 clients x 2) and keep as many: dry, the other slot's permits come back
     other = ("x", Slot(1, "sub", available=D("5"), permits=2, share=1))
     two = ask + [("d", Slot(1, "sub", need=D("6"), wanted_by="sub"))]

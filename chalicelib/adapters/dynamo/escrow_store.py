@@ -60,7 +60,8 @@ class DynamoEscrow:
         tx.change(BalanceChange(owner_id, balance=change.balance, held=change.held, available=change.available,
                                 active_calls=change.active_calls, cps_lent=change.cps_lent,
                                 min_available=change.min_available, max_active_calls=change.max_active_calls,
-                                max_cps_lent=change.max_cps_lent, active_only=lends, what="escrow"),
+                                max_cps_lent=change.max_cps_lent, cps_room=change.cps_room, active_only=lends,
+                                what="escrow"),
                   must_exist=True)
         clear = set(clear_wants)
         for move in moves:

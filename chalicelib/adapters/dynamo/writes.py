@@ -139,6 +139,9 @@ def change_update(change: BalanceChange, must_exist: bool = False):
         conditions.append(a.active_calls <= change.max_active_calls)
     if change.max_cps_lent is not None:
         conditions.append(a.cps_lent.does_not_exist() | (a.cps_lent <= change.max_cps_lent))
+    if change.cps_room is not None:
+        second, most = change.cps_room
+        conditions.append(a.cps_at.does_not_exist() | (a.cps_at != str(second)) | (a.cps_n <= most))
     if any(sc.want is not None for sc in change.slots):
         actions.append(a.want.set(want_key(change.account_id)))
     if must_exist:
