@@ -253,11 +253,7 @@ class Portal(TariffCases):
                cursor: Optional[str] = None):
         """One tariff the account owns, with a page of its rate versions by prefix."""
         account = self.walled(principal, account_id)
-        # Ids are at most 64 characters (the schema's tariff_id): a longer one would be a key DynamoDB refuses
-        known = isinstance(tariff_id, str) and 0 < len(tariff_id) <= 64
-        tariff = self.store.tariff(tariff_id) if known else None
-        if tariff is None or tariff.owner != account.id:
-            raise NoSuchTariff(tariff_id)
+        tariff = self._owned(account, tariff_id).tariff
         book, next_cursor = self.store.rate_page(tariff.id, limit, cursor)
         return tariff, book, next_cursor
 

@@ -39,12 +39,16 @@ class TariffCases:
             raise Conflict("account_closed", "a closed account's tariffs cannot be changed")
         return account
 
-    def _owned(self, account: Account, tariff_id: str):
-        """The tariff's header if ``account`` owns it, else NoSuchTariff (ids over 64 characters are never
-        looked up: DynamoDB refuses such keys)."""
-        from .portal import NoSuchTariff
+    def _header(self, tariff_id: str):
+        """The tariff's header, or None. Ids are at most 64 characters (the schema's tariff_id): a longer
+        one is never looked up, as DynamoDB refuses such keys (a 500)."""
         known = isinstance(tariff_id, str) and 0 < len(tariff_id) <= 64
-        header = self.store.tariff_header(tariff_id) if known else None
+        return self.store.tariff_header(tariff_id) if known else None
+
+    def _owned(self, account: Account, tariff_id: str):
+        """The tariff's header if ``account`` owns it, else NoSuchTariff."""
+        from .portal import NoSuchTariff
+        header = self._header(tariff_id)
         if header is None or header.tariff.owner != account.id:
             raise NoSuchTariff(tariff_id)
         return header
@@ -279,8 +283,7 @@ class TariffCases:
 
     def _clone_source(self, account: Account, source_id: str) -> Tuple[Tariff, List[Rate]]:
         from .portal import InvalidInput
-        known = isinstance(source_id, str) and 0 < len(source_id) <= 64
-        header = self.store.tariff_header(source_id) if known else None
+        header = self._header(source_id)
         if header is not None and header.tariff.owner == account.id:
             book = self.store.read_rates(source_id).book
             return header.tariff, [v for p in sorted(book) for v in book[p]]

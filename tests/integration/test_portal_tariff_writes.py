@@ -306,5 +306,5 @@ def test_concurrent_rate_changes_to_one_region_are_never_lost(demo):
             cases.add_rate(me, "cumulus", tid, {"prefix": f"4420{digit}{n:02d}", "price": "0.01"})
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(writer, ["1", "2"]))
-    book = c.store.tariff_rates(tid)
+    book = c.store.read_rates(tid).book
     assert sorted(book) == sorted(f"4420{d}{n:02d}" for d in "12" for n in range(15))

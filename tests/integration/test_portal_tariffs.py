@@ -61,8 +61,8 @@ def test_an_oversized_tariff_id_is_a_404_and_never_reaches_the_table(client, dem
     # DynamoDB refuses a partition key over 2,048 bytes (a 500); moto does not, so the test watches the reads
     from chalicelib.adapters.dynamo.store import DynamoStore
     asked = []
-    real = DynamoStore.tariff
-    monkeypatch.setattr(DynamoStore, "tariff", lambda self, tid: asked.append(tid) or real(self, tid))
+    real = DynamoStore.tariff_header
+    monkeypatch.setattr(DynamoStore, "tariff_header", lambda self, tid: asked.append(tid) or real(self, tid))
     status, body = Portal(client)("cumulus", "GET", "/accounts/cumulus/tariffs/" + "x" * 3000)
     assert (status, body) == (404, {"error": "not_found", "message": "no such tariff"}) and asked == []
     assert Portal(client).ok("cumulus", "GET", "/accounts/cumulus/tariffs/cumulus-retail")["id"] == "cumulus-retail"

@@ -188,11 +188,6 @@ class PortalStore:
         items, last = _checked(lambda: _page(result, limit))
         return [to_tariff(i) for i in full_items(items) if isinstance(i, TariffItem)], encode_cursor(last)
 
-    def tariff_rates(self, tariff_id: str) -> Dict[str, List[Rate]]:
-        """Every rate version of a tariff, by prefix (one Query over its rate groups)."""
-        read = self.read_rates(tariff_id)
-        return read.book if read is not None else {}
-
     def rate_page(self, tariff_id: str, limit: int, cursor: Optional[str]) -> Tuple[Dict[str, List[Rate]], Optional[str]]:
         """Rate versions by prefix, whole rate groups at a time in prefix order (a group key sorts as its
         prefixes do), until at least ``limit`` versions: a 100,000-row tariff is never one answer."""
