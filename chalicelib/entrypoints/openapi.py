@@ -256,6 +256,28 @@ SCHEMAS: Dict[str, dict] = {
         "minimum": {"type": "integer"}, "initial": {"type": "integer"}, "subsequent": {"type": "integer"},
         "effective_from": STR, "ended": {"type": "boolean", "description": "from effective_from the prefix has no "
                                                                           "rate here"}}),
+    "Did": _object({
+        "number": dict(STR, description="E.164 digits, without +"), "country": STR,
+        "status": {"type": "string", "enum": ["active", "closed"]}, "description": STR,
+        "increments": _object({"initial": {"type": "integer"}, "subsequent": {"type": "integer"}}),
+        "held_since": STR,
+        "cost": {"allOf": [_ref("DidPrices")], "description": "the admin only: what the DID costs the operator"},
+        "offer": {"allOf": [_ref("DidPrices")], "description": "the admin only: its default prices when assigning"},
+        "buy": {"allOf": [_ref("DidPrices")], "description": "what the account pays for it (not the admin)"},
+        "assigned_to": dict(STR_OR_NULL, description="the child it was assigned on to"),
+        "assigned_since": STR_OR_NULL,
+        "sell": {"allOf": [_ref("DidPrices")], "nullable": True,
+                 "description": "what the account charges the child it assigned it to"},
+        "client_id": dict(STR_OR_NULL, description="the client that has it now, when below the child"),
+    }, required=["number", "country", "status", "description", "increments", "held_since", "assigned_to",
+                 "assigned_since", "sell", "client_id"]),
+    "DidPrices": _object({"setup": MONEY_OUT, "monthly": MONEY_OUT,
+                          "per_minute": dict(MONEY_OUT, description="inbound minutes")}),
+    "DidPage": _object({"items": {"type": "array", "items": _ref("Did")}, "next_cursor": STR_OR_NULL}),
+    "DidHistory": _object({"items": {"type": "array", "items": _object({
+        "event": {"type": "string", "enum": ["created", "assigned", "unassigned", "closed"]},
+        "account_id": dict(STR, description="the account that got or lost the DID"), "at": STR,
+        "by": STR_OR_NULL, "prices": _ref("DidPrices")}, required=["event", "account_id", "at", "by"])}}),
 }
 
 #: (method, path) -> the component its success answer is
@@ -289,6 +311,12 @@ RESPONSES: Dict[Tuple[str, str], str] = {
     ("post", "/accounts/{account_id}/tariffs/{tariff_id}/imports"): "OpenedImport",
     ("post", "/accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start"): "Import",
     ("get", "/accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}"): "Import",
+    ("post", "/accounts/{account_id}/dids"): "Did",
+    ("get", "/accounts/{account_id}/dids"): "DidPage",
+    ("get", "/accounts/{account_id}/dids/{number}"): "Did",
+    ("post", "/accounts/{account_id}/dids/{number}/assign"): "Did",
+    ("post", "/accounts/{account_id}/dids/{number}/unassign"): "Did",
+    ("get", "/accounts/{account_id}/dids/{number}/history"): "DidHistory",
 }
 CSV = {"type": "string", "description": "CSV with a header row: " + ", ".join(COLUMNS)}
 
@@ -299,7 +327,8 @@ ERRORS = {
     403: "the caller may not do this (forbidden, not_allowed_to_create, caller_not_active, clients_sell_nothing)",
     404: "not_found: no such account, or one outside the caller's subtree (the same answer); no such tariff",
     409: "the account's state refuses it: insufficient_funds, idempotency_key_reused, has_open_children, "
-         "account_closed, changed_meanwhile, already_exists, tariff_in_use, version_in_force, ...",
+         "account_closed, changed_meanwhile, already_exists, tariff_in_use, version_in_force, did_assigned, "
+         "below_cost, ...",
     413: "invalid_request: the body is larger than 16 KB",
     429: "locked or too_many_attempts: try again after Retry-After seconds",
     503: "busy: the store is contended; try again",
@@ -466,6 +495,7 @@ def document(routes) -> dict:
         "tags": [{"name": "accounts", "description": "the account tree, behind the wall"},
                  {"name": "money", "description": "payments, charges, transfers, credit limits, balance, ledger"},
                  {"name": "tariffs", "description": "the price lists an account sells with"},
+                 {"name": "dids", "description": "numbers for inbound calls, assigned down the tree"},
                  {"name": "auth", "description": "sign-in, sessions, passwords and API keys"},
                  {"name": "meta", "description": "this document"}],
         "paths": dict(sorted(paths.items())),

@@ -21,8 +21,8 @@ from chalicelib.domain.money import NotMoney, money
 from chalicelib.domain.rate_deck import DeckInvalid
 from chalicelib.domain.tariffs import GroupTooLarge
 from chalicelib.services.ports import AlreadyExists, BadCursor, StoreBusy
-from chalicelib.services.portal import (Conflict, Forbidden, InvalidInput, NoSuchImport, NoSuchTariff, NotFound,
-                                       Portal)
+from chalicelib.services.portal import (Conflict, Forbidden, InvalidInput, NoSuchDid, NoSuchImport, NoSuchTariff,
+                                       NotFound, Portal)
 
 from . import metrics
 from .portal_guard import principal_of
@@ -37,6 +37,7 @@ ROUTES: List[dict] = []          # what /openapi.json is built from
 NOT_FOUND = {"error": "not_found", "message": "no such account"}
 NO_TARIFF = {"error": "not_found", "message": "no such tariff"}
 NO_IMPORT = {"error": "not_found", "message": "no such import"}
+NO_DID = {"error": "not_found", "message": "no such DID"}
 IDENTITY_STATUS = {"invalid_request": 400, "weak_password": 400, "invalid_token": 401, "forbidden": 403,
                    "email_taken": 409, "login_exists": 409}
 
@@ -144,6 +145,8 @@ def _validate(schema: dict, data, where: str) -> dict:
 def _money_fields(schema: dict, data: dict) -> dict:
     out = dict(data)
     for name, spec in schema.get("properties", {}).items():
+        if spec.get("properties") and isinstance(out.get(name), dict):     # a nested object (a DID's cost)
+            out[name] = _money_fields(spec, out[name])
         if spec.get("x-money") and out.get(name) is not None:
             value = out[name]
             if isinstance(value, str) and (not value.strip() or len(value) > 32):
@@ -328,6 +331,8 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 return _json(404, NO_TARIFF)
             except NoSuchImport:
                 return _json(404, NO_IMPORT)
+            except NoSuchDid:
+                return _json(404, NO_DID)
             except Forbidden as exc:
                 return _error(403, exc.code, exc.message)
             except Conflict as exc:
@@ -525,6 +530,95 @@ def import_status(p: Portal, principal, account_id, tariff_id, import_id, **_):
     transactions), done (``result`` is what changed) or failed (``result`` says why: the deck's bad
     lines by number, and nothing was applied)."""
     return import_view(p.import_status(principal, account_id, tariff_id, import_id))
+
+
+# --- DIDs -------------------------------------------------------------------------------------------------
+
+DID_PRICES = {"setup": MONEY, "monthly": MONEY, "per_minute": MONEY}
+DID_CREATE = {"type": "object", "additionalProperties": False, "required": ["number", "country"], "properties": dict(
+    DID_PRICES, number={"type": "string", "minLength": 6, "maxLength": 24, "pattern": r"^[0-9+ ().-]+$"},
+    country={"type": "string", "pattern": "^[A-Za-z]{2}$"}, description={"type": "string", "maxLength": 256},
+    cost={"type": "object", "additionalProperties": False, "properties": DID_PRICES},
+    increments={"type": "object", "additionalProperties": False, "properties": {
+        "initial": {"type": "integer", "minimum": 1, "maximum": 3600},
+        "subsequent": {"type": "integer", "minimum": 1, "maximum": 3600}}})}
+DID_ASSIGN = {"type": "object", "additionalProperties": False, "required": ["to"],
+              "properties": dict(DID_PRICES, to=ID)}
+
+
+def did_view(did, account: Account) -> dict:
+    """The DID at ``account``'s level: what it pays (the admin: the DID's cost) and, when it assigned the
+    DID on, to whom and at what prices. Nothing priced above the account."""
+    depth = did.depth_of(account.id)
+    own = did.holders[depth]
+    below = did.holders[depth + 1] if depth + 1 < len(did.holders) else None
+    view = {"number": did.number, "country": did.country, "status": did.status, "description": did.description,
+            "increments": {"initial": did.initial, "subsequent": did.subsequent}, "held_since": own.since,
+            ("cost" if depth == 0 else "buy"): own.prices.to_dict(),
+            "assigned_to": below.account_id if below else None, "assigned_since": below.since if below else None,
+            "sell": below.prices.to_dict() if below else None,
+            "client_id": did.holder if below and did.holder != account.id else None}
+    if depth == 0:
+        view["offer"] = did.offer.to_dict()
+    return view
+
+
+@portal_route("/accounts/{account_id}/dids", "POST", "Create a DID in the admin's pool (admin only)",
+              body=DID_CREATE, ok=201, tag="dids")
+def create_did(p: Portal, principal, account_id, data, **_):
+    """``number`` in E.164 (a leading + or 00 and separators are dropped); ``cost`` is what the DID costs
+    the operator (setup, monthly, per-minute: its per-minute is the admin's price on inbound calls);
+    ``setup``, ``monthly`` and ``per_minute`` are the prices the admin charges when it assigns the DID
+    (each assignment may name others). A closed number may be created again."""
+    did = p.create_did(principal, account_id, data)
+    return did_view(did, p.walled(principal, account_id))
+
+
+@portal_route("/accounts/{account_id}/dids", "GET", "The DIDs an account holds, by number", query=PAGE, tag="dids")
+def list_dids(p: Portal, principal, account_id, query, **_):
+    account, items, cursor = p.dids(principal, account_id, query["limit"], query.get("cursor"))
+    return {"items": [did_view(d, account) for d in items], "next_cursor": cursor}
+
+
+@portal_route("/accounts/{account_id}/dids/{number}", "GET", "One of an account's DIDs, at its level", tag="dids")
+def get_did(p: Portal, principal, account_id, number, **_):
+    account, did = p.did(principal, account_id, number)
+    return did_view(did, account)
+
+
+@portal_route("/accounts/{account_id}/dids/{number}/assign", "POST",
+              "Assign a DID the account holds to an account below it, at the account's prices", body=DID_ASSIGN,
+              tag="dids")
+def assign_did(p: Portal, principal, account_id, number, data, **_):
+    """``to`` is any account below (the accounts in between hold the DID too, at the same prices);
+    prices default to what the account pays (the admin: the DID's offer). A per-minute price below
+    what the account pays is a 409 unless it allows losses. Setup and monthly fees are recorded with
+    the assignment for invoicing; inbound minutes are billed per call at every level."""
+    did = p.assign_did(principal, account_id, number, data)
+    return did_view(did, p.walled(principal, account_id))
+
+
+@portal_route("/accounts/{account_id}/dids/{number}/unassign", "POST",
+              "Take a DID back into the account's pool, with every assignment below it", tag="dids")
+def unassign_did(p: Portal, principal, account_id, number, **_):
+    did = p.unassign_did(principal, account_id, number)
+    return did_view(did, p.walled(principal, account_id))
+
+
+@portal_route("/accounts/{account_id}/dids/{number}", "DELETE", "Close an unassigned DID (admin only)", ok=204,
+              tag="dids")
+def close_did(p: Portal, principal, account_id, number, **_):
+    """Inbound calls to it are refused (did_closed) from now on; its history stays."""
+    p.close_did(principal, account_id, number)
+    return None
+
+
+@portal_route("/accounts/{account_id}/dids/{number}/history", "GET",
+              "A DID's assignments as the account may see them, oldest first", tag="dids")
+def did_history(p: Portal, principal, account_id, number, **_):
+    """Events (created, assigned, unassigned, closed) whose receiver is the account or below it, with
+    the prices of each assignment."""
+    return {"items": [e.to_dict() for e in p.did_history(principal, account_id, number)]}
 
 
 @portal_route("/accounts/{account_id}/descendants", "GET", "Search an account's subtree", query=SEARCH)

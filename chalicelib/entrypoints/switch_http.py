@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from chalicelib.domain.settlement import DISPOSITIONS
 from chalicelib.domain.authorization import INSUFFICIENT_FUNDS
+from chalicelib.domain.dids import INBOUND, OUTBOUND
 from chalicelib.services.authorize_call import (AuthorizeRequest, Authorized, CallIdInUse, Denied, Unauthorized,
                                                 authorize_call)
 from chalicelib.services.complete_call import CompletionConflict, UnknownCall, complete_call
@@ -52,10 +53,14 @@ def authorize(headers: Mapping[str, str], raw_body) -> Tuple[int, dict]:
     def run():
         digest = _key_digest(headers)
         data = parse_body(raw_body)
-        request = AuthorizeRequest(account=clean_text("account", data.get("account")),
+        direction = data.get("direction", OUTBOUND)
+        if direction not in (OUTBOUND, INBOUND):
+            raise BadRequest("direction", f"must be {OUTBOUND} (the default) or {INBOUND}")
+        request = AuthorizeRequest(account=clean_text("account", data.get("account"), required=direction == OUTBOUND),
                                    destination=clean_text("destination", data.get("destination")),
                                    call_id=clean_text("call_id", data.get("call_id")),
-                                   caller_id=clean_text("caller_id", data.get("caller_id"), required=False))
+                                   caller_id=clean_text("caller_id", data.get("caller_id"), required=False),
+                                   direction=direction)
         return authorize_response(authorize_call(store(), request, digest))
     return _guarded(run)
 

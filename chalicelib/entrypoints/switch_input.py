@@ -84,7 +84,7 @@ def parse_body(raw) -> dict:
 
 
 def _field_name(key: str) -> str:
-    return key if key in MAX_BYTES or key in ("billsec", "disposition") else "body"
+    return key if key in MAX_BYTES or key in ("billsec", "disposition", "direction") else "body"
 
 
 def clean_text(field: str, value, required: bool = True) -> Optional[str]:

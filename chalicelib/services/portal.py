@@ -19,6 +19,7 @@ from chalicelib.domain.accounts import (ACTIVE, ADMIN, CLIENT, CLOSED, CREATE_CL
 from chalicelib.domain.identity import normalise_email
 from chalicelib.domain.ledger import Movement
 
+from .portal_dids import DidCases, NoSuchDid  # noqa: F401
 from .portal_tariffs import TariffCases
 from .ports import DuplicateEntry, Refused
 from .records import Route
@@ -81,7 +82,7 @@ def new_id(prefix: str) -> str:
 LIMIT_FIELDS = ("max_calls", "cps_limit", "daily_limit", "monthly_limit")
 
 
-class Portal(TariffCases):
+class Portal(TariffCases, DidCases):
     def __init__(self, store, identity=None, clock: Callable[[], float] = time.time, decks=None, jobs=None):
         self.store, self.identity, self.clock = store, identity, clock
         self.decks, self.jobs = decks, jobs          # S3 decks and background tasks (large imports only)

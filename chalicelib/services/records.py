@@ -11,14 +11,22 @@ from chalicelib.domain.tariffs import Tariff
 HELD, EXPIRED, DONE = "held", "expired", "done"
 
 
-def call_answer(call_id: str, number: str, max_duration: int, rate) -> dict:
-    """What the switch is told when a call is granted (and again, byte for byte, on a repeat)."""
-    return {
+INBOUND = "inbound"
+
+
+def call_answer(call_id: str, number: str, max_duration: int, rate, direction: Optional[str] = None,
+                client_id: Optional[str] = None) -> dict:
+    """What the switch is told when a call is granted (and again, byte for byte, on a repeat). An inbound
+    call also names the client that has the DID, for the switch to ring."""
+    answer = {
         "authorized": True, "max_duration": max_duration, "call_id": call_id,
         "number": number, "prefix": rate.prefix, "destination": rate.name,
         "rate": str(rate.price), "connect_fee": str(rate.connect_fee),
         "increments": [rate.initial, rate.subsequent],
     }
+    if direction == INBOUND:
+        answer.update(direction=INBOUND, client_id=client_id)
+    return answer
 
 
 def call_result(call_id: str, billsec: int, disposition: str, max_duration: int, late: bool, charges) -> dict:
@@ -86,6 +94,7 @@ class CallRecord:
     wants: tuple = ()                 # escrow refill requests to write with the holds (not stored)
     counters: tuple = ()              # (account id, domain.counters.CounterChange) to write with them (not stored)
     fresh: tuple = ()                 # escrow slots whose CPS counter the holds start afresh (not stored)
+    direction: Optional[str] = None   # "inbound": ``number`` is the DID called; None: outbound
 
     def visible_to(self, switch_id: Optional[str]) -> bool:
         """A switch sees only the calls it authorized itself (all keys of one switch id alike)."""
@@ -118,6 +127,7 @@ class Snapshot:
     books: Dict[str, Dict[str, list]]
     usage: Dict[str, Usage]
     call: Optional[CallRecord] = None
+    did: Optional[object] = None      # domain.dids.Did, when an inbound authorize asked for it
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,13 @@ class Lookup:
     key: KeyCheck
     route: Optional[Route]
     identity: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DidLookup:
+    """An inbound authorize's first round trip: the key, and the DID called (domain.dids.Did) if any."""
+    key: KeyCheck
+    did: Optional[object] = None
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,15 @@ SAMPLES: Dict[str, Callable[[str], Optional[dict]]] = {
     "POST /accounts/{account_id}/tariffs/{tariff_id}/imports": lambda target: {"mode": "merge"},
     "POST /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start": lambda target: None,
     "GET /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}": lambda target: None,
+    "POST /accounts/{account_id}/dids": lambda target: {"number": f"1556{next(_names):07d}", "country": "US"},
+    "GET /accounts/{account_id}/dids": lambda target: None,
+    "GET /accounts/{account_id}/dids/{number}": lambda target: None,
+    "POST /accounts/{account_id}/dids/{number}/assign": lambda target: {"to": CHILD.get(target, "acme")},
+    "POST /accounts/{account_id}/dids/{number}/unassign": lambda target: None,
+    "DELETE /accounts/{account_id}/dids/{number}": lambda target: None,
+    "GET /accounts/{account_id}/dids/{number}/history": lambda target: None,
 }
+CHILD = {"acme": "acme", "cumulus": "acme", "atlas": "borealis"}   # whom a target may hand a DID to
 # A tariff each target owns (acme, a client, sells to nobody: the matrix gives it one)
 OWNED_TARIFF = {"acme": "acme-own", "cumulus": "cumulus-retail", "atlas": "borealis-buys"}
 
@@ -105,7 +113,8 @@ SELF_SERVICE = {"POST /accounts/{account_id}/children", "POST /accounts/{account
                 "POST /accounts/{account_id}/tariffs/{tariff_id}/rates/{prefix}/end",
                 "PUT /accounts/{account_id}/tariffs/{tariff_id}/deck",
                 "POST /accounts/{account_id}/tariffs/{tariff_id}/imports",
-                "POST /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start"}
+                "POST /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start",
+                "POST /accounts/{account_id}/dids/{number}/assign", "POST /accounts/{account_id}/dids/{number}/unassign"}
 OWN_KEYS = {"POST /accounts/{account_id}/api-keys", "GET /accounts/{account_id}/api-keys",
             "DELETE /accounts/{account_id}/api-keys/{ref}"}
 DELETE_SIP = "DELETE /accounts/{account_id}/sip-users/{username}"
@@ -171,6 +180,9 @@ class World:
             params["import_id"] = self.uploaded_import(target, params["tariff_id"])
         if "{prefix}" in route["path"]:
             params["prefix"] = "1"                    # every target's tariff has a rate for 1
+        if "{number}" in route["path"]:                # a fresh DID the target holds (unassign: assigned on)
+            onward = route["path"].endswith("/unassign") and ROLES[target] != "client"
+            params["number"] = self.held_did(target, onward)
         if "{ref}" in route["path"]:
             params["ref"] = "000000000000"
             if ROLES[target] != "client":             # a fresh API key of the target's, for each request
@@ -178,6 +190,20 @@ class World:
                 plain = container().identity.create_api_key(target, "to revoke")
                 params["ref"] = re.match(r"cpk_([0-9a-f]+)_", plain).group(1)
         return params
+
+    @staticmethod
+    def held_did(target: str, onward: bool) -> str:
+        from chalicelib.bootstrap import container
+        from chalicelib.domain import dids
+        now = "2026-01-01T00:00:00Z"
+        did = dids.create(f"1555{next(_names):07d}", "US", "admin", dids.Prices(), dids.Prices(), now)
+        path = PATHS[target].split("/")[1:] + ([CHILD[target]] if onward else [])
+        events = [dids.DidEvent(dids.CREATED, "admin", "admin", now)]
+        if path:
+            did = dids.assign(did, "admin", path, dids.Prices(), now)
+            events.append(dids.DidEvent(dids.ASSIGNED, path[-1], PATHS[path[-1]], now, "admin", dids.Prices(), 1))
+        container().store.save_did(None, did, did.holders, (), events)
+        return did.number
 
     def uploaded_import(self, target: str, tariff_id: str) -> str:
         import time

@@ -42,6 +42,18 @@ def import_key(job_id: str) -> Tuple[str, str]:
     return f"IMPORT#{job_id}", ROOT
 
 
+def did_key(number: str) -> Tuple[str, str]:
+    return f"DID#{number}", ROOT
+
+
+def did_holding_key(number: str, account_id: str) -> Tuple[str, str]:
+    return f"DID#{number}", f"H#{account_id}"
+
+
+def did_list(account_id: str) -> str:
+    return f"DIDS#{account_id}"
+
+
 def text_key(text: str) -> str:
     """A key part for text a switch or caller chose (a SIP Call-ID): 32 hex digits of its SHA-256, so
     every key that embeds it has a fixed size whatever the text (DynamoDB refuses sort keys over

@@ -10,6 +10,9 @@ caller identities, switch keys, tariffs and their rate groups, calls, and the id
     TRF#<id>         #             tariff      header: owner, kind, markup
     TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.layout)
     IMPORT#<id>      #             import      a deck imported through S3: progress and outcome
+    DID#<number>     #             did         a DID: its holders root first, each with its prices
+    DID#<number>     H#<account>   did_holding one holder's place in its DID list (listing DIDS#<account>)
+    DID#<number>     LOG#<rev>     did_event   the DID's history: created, assigned, unassigned, closed
     CALL#<h(call_id)> #            call        frozen levels, holds, status, switch; sparse HELD index
 
 ``journal`` holds one item per money movement other than a call, partitioned by account id. A call's
@@ -262,6 +265,35 @@ class ImportItem(CoreItem, discriminator="import"):
     updated_at = UnicodeAttribute(null=True)
 
 
+class DidItem(CoreItem, discriminator="did"):
+    """DID#<number> / #: read by an inbound authorize (with the holders' accounts) and by the portal."""
+    number = UnicodeAttribute()
+    country = UnicodeAttribute()
+    tree = UnicodeAttribute()
+    did_status = UnicodeAttribute(default="active")
+    holders = JSONTextAttribute()           # [{account, since, setup, monthly, per_minute}], root first
+    offer = JSONTextAttribute()             # {setup, monthly, per_minute}: the root's default prices
+    description = UnicodeAttribute(default="")
+    increments = JSONTextAttribute(null=True)
+    rev = NumberAttribute(default=0)
+    created_at = UnicodeAttribute(default="")
+
+
+class DidHoldingItem(CoreItem, discriminator="did_holding"):
+    """DID#<number> / H#<account>: in the ``listing`` index as DIDS#<account>, by number."""
+    account_id = UnicodeAttribute()
+
+
+class DidEventItem(CoreItem, discriminator="did_event"):
+    """DID#<number> / LOG#<rev>: one change, shown to ``receiver``'s path and its ancestors."""
+    event = UnicodeAttribute()
+    by = UnicodeAttribute(null=True)
+    receiver = UnicodeAttribute()
+    receiver_path = UnicodeAttribute()
+    prices = JSONTextAttribute(null=True)
+    at = UnicodeAttribute()
+
+
 class CallItem(CoreItem, discriminator="call"):
     call_id = UnicodeAttribute()
     status = UnicodeAttribute()     # held -> done, or held -> expired -> done
@@ -270,6 +302,7 @@ class CallItem(CoreItem, discriminator="call"):
     destination = UnicodeAttribute()
     number = UnicodeAttribute()
     caller_id = UnicodeAttribute(null=True)
+    direction = UnicodeAttribute(null=True)         # "inbound" (to a DID: number); absent: outbound
     switch_id = UnicodeAttribute(null=True)         # key id of the switch that authorized it
     authorized_at = NumberAttribute()
     max_duration = NumberAttribute()

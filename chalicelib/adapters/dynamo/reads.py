@@ -9,13 +9,14 @@ from chalicelib.domain.escrow import Slot, pool_id, pool_of
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.tariffs import Rate, Tariff, candidate_groups
 from chalicelib.services.ports import StoreBusy
-from chalicelib.services.records import CallRecord, KeyCheck, Lookup, Route, Snapshot, call_answer, call_result
+from chalicelib.services.records import (CallRecord, DidLookup, KeyCheck, Lookup, Route, Snapshot, call_answer,
+                                         call_result)
 
 from .call_codec import decode_charges, decode_levels
 
 from . import cache
-from .keys import account_key, call_key, identity_key, rate_group_key, switch_key_key, tariff_key
-from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, IdentityItem, RateGroupItem,
+from .keys import account_key, call_key, did_key, identity_key, rate_group_key, switch_key_key, tariff_key
+from .models import (ESCROW_SLOTS, HELD_SHARDS, AccountItem, CallItem, CoreItem, DidItem, IdentityItem, RateGroupItem,
                      SwitchKeyItem, TariffItem)
 
 
@@ -82,8 +83,8 @@ def to_call(item: CallItem) -> CallRecord:
         destination=item.destination, number=item.number, caller_id=item.caller_id,
         authorized_at=int(item.authorized_at), max_duration=max_duration,
         expires_at=int(item.expires_at or 0), levels=levels,
-        answer=call_answer(item.call_id, item.number, max_duration, levels[0].rate), result=result,
-        switch_id=item.switch_id,
+        answer=call_answer(item.call_id, item.number, max_duration, levels[0].rate, item.direction, item.client_id),
+        result=result, switch_id=item.switch_id, direction=item.direction,
     )
 
 
@@ -118,6 +119,31 @@ class DynamoReads:
                 cache.SWITCH_CACHE.put(("identity", account_ref), route, ttl)
         return found
 
+    def lookup_did(self, number: str, key_hash: str) -> DidLookup:
+        """An inbound authorize's round trip 1: the DID and the key, skipped like ``lookup`` while both
+        are cached. Round trip 2 reads the DID again (``load``): a cached one only says whose accounts
+        to read, never what to charge."""
+        from .did_store import to_did
+        ttl = cache.seconds()
+        if ttl:
+            did, key = cache.SWITCH_CACHE.get(("did", number)), cache.SWITCH_CACHE.get(("key", key_hash))
+            if did is not None and key is not None:
+                return DidLookup(key=key, did=did)
+        items = list(CoreItem.batch_get([did_key(number), switch_key_key(key_hash)]))
+        key = key_check(next((i for i in items if isinstance(i, SwitchKeyItem)), None))
+        item = next((i for i in items if isinstance(i, DidItem)), None)
+        did = to_did(item) if item is not None else None
+        if ttl and key.active:
+            cache.SWITCH_CACHE.put(("key", key_hash), key, ttl)
+            self.remember_did(did)
+        return DidLookup(key=key, did=did)
+
+    @staticmethod
+    def remember_did(did) -> None:
+        ttl = cache.seconds()
+        if ttl and did is not None:
+            cache.SWITCH_CACHE.put(("did", did.number), did, ttl)
+
     def resolve_route(self, client_id: str) -> Optional[Route]:
         """Walk up from the client one account at a time (the slow path, taken only when a cached
         route no longer matches the tree)."""
@@ -134,16 +160,21 @@ class DynamoReads:
                 raise StoreBusy("account tree loop")
         return Route.of_chain(chain)
 
-    def load(self, route: Route, number: str, call_id: str, now: int) -> Snapshot:
+    def load(self, route: Route, number: str, call_id: str, now: int, did: Optional[str] = None) -> Snapshot:
+        """Round trip 2: the chain's accounts, their tariffs' headers and candidate rate groups (cached),
+        the call, the client's pool; with ``did`` (an inbound call) that DID instead of any tariff."""
+        from .did_store import to_did
         tariff_ids = list(dict.fromkeys(h.tariff_id for h in route.hops if h.tariff_id))
         keys = [account_key(h.account_id) for h in route.hops]
+        if did is not None:
+            keys.append(did_key(did))
         tariff_keys = [tariff_key(t) for t in tariff_ids]
         tariff_keys += [rate_group_key(t, g) for t in tariff_ids for g in candidate_groups(number)]
         keys += tariff_keys
         keys.append(call_key(call_id))
         if len(route.hops) >= 3:     # the top reseller's pool for this client (domain.escrow.pool_level)
             keys.append(account_key(pool_id(route.hops[-2].account_id, pool_of(route.client_id))))
-        accounts, tariffs, call = {}, {}, None
+        accounts, tariffs, call, found_did = {}, {}, None, None
         books: Dict[str, Dict[str, list]] = {t: {} for t in tariff_ids}
         ttl = cache.seconds()
         cacheable = set(tariff_keys) if ttl else set()
@@ -173,10 +204,12 @@ class DynamoReads:
                     books[item.tariff_id][prefix] = [Rate.from_dict(v) for v in versions]
             elif isinstance(item, CallItem):
                 call = to_call(item)
+            elif isinstance(item, DidItem):
+                found_did = to_did(item)
         usage = {a.id: Usage(day_used=current(a.counters, DAY, now), month_used=current(a.counters, MONTH, now),
                              calls_this_second=int(current(a.counters, CPS, now)))
                  for a in accounts.values() if a.counters}
-        return Snapshot(accounts=accounts, tariffs=tariffs, books=books, usage=usage, call=call)
+        return Snapshot(accounts=accounts, tariffs=tariffs, books=books, usage=usage, call=call, did=found_did)
 
     def find_call(self, call_id: str, key_hash: Optional[str]) -> Tuple[Optional[CallRecord], KeyCheck]:
         """The call and, when ``key_hash`` is given, the key presented with it (None: a trusted caller,

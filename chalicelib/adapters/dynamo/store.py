@@ -9,6 +9,7 @@ from pynamodb.connection import Connection
 
 from .keys import (ROOT, account_key, call_key, hash_shard, identity_key, iso_ms, rate_group_key,  # noqa: F401
                    switch_key_key, tariff_key, text_key)
+from .did_store import DidStore
 from .escrow_store import DynamoEscrow
 from .portal_store import PortalStore
 from .tariff_store import ImportStore, TariffStore
@@ -16,7 +17,7 @@ from .reads import DynamoReads, key_check, to_account, to_call, to_tariff  # noq
 from .writes import RETRYABLE, DynamoWrites, condition_failed, with_retries  # noqa: F401
 
 
-class DynamoStore(DynamoReads, DynamoWrites, PortalStore, TariffStore, ImportStore, DynamoEscrow):
+class DynamoStore(DynamoReads, DynamoWrites, PortalStore, TariffStore, ImportStore, DidStore, DynamoEscrow):
     """Implements services.ports.Directory and BalanceStore (and the portal's reads and journal)."""
 
     def __init__(self, connection: Optional[Connection] = None):

@@ -284,7 +284,7 @@ class DynamoWrites:
             pk, sk, call_id=call.call_id, status=call.status, account=call.account, client_id=call.client_id,
             destination=call.destination, number=call.number, caller_id=call.caller_id,
             authorized_at=call.authorized_at, max_duration=call.max_duration,
-            levels=encode_levels(call.levels), switch_id=call.switch_id,
+            levels=encode_levels(call.levels), switch_id=call.switch_id, direction=call.direction,
             held_shard=f"HELD#{hash_shard(call.call_id)}", expires_at=call.expires_at,
         )
 
