@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Dict, List, Optional
 
 from chalicelib.domain import accounts as acc
+from chalicelib.domain import dids
 from chalicelib.domain.access import child_path
 from chalicelib.domain.accounts import Account, TreeSettings, check_chain
 from chalicelib.domain.money import ZERO, NotMoney, money
@@ -28,6 +29,7 @@ class Seed:
     rates: Dict[str, List[Rate]]             # tariff id -> rates (versions allowed)
     identities: Dict[str, str]               # SIP username or client id -> client id
     switch_keys: List[dict]                  # {"id", "name", "key"}
+    dids: List[tuple] = ()                   # (domain.dids.Did, [DidEvent]) as if created and assigned
 
     def chain_of(self, client_id: str) -> List[Account]:
         by_id = {a.id: a for a in self.accounts}
@@ -177,4 +179,32 @@ def parse_seed(text: str) -> Seed:
     for i, k in enumerate(seed.switch_keys):
         if not k.get("key") or not k.get("id"):
             raise InvalidSeed(f"switch_keys[{i}]", "id and key are required")
+    seed.dids = [_did(d, f"dids[{i}]", seen) for i, d in enumerate(data.get("dids", []))]
+    if len({d.number for d, _ in seed.dids}) != len(seed.dids):
+        raise InvalidSeed("dids", "a number is listed twice")
     return seed
+
+
+SEEDED_AT = "2026-01-01T00:00:00Z"
+
+
+def _did(data: dict, where: str, accounts: Dict[str, Account]):
+    """A DID created by the admin and handed down ``holders`` (each a child of the one before, the first a
+    child of the admin), each at the prices it pays; its history as if it had been done by the admin."""
+    root = next(a for a in accounts.values() if a.parent_id is None)
+    try:
+        did = dids.create(data.get("number"), data.get("country", ""), root.id, dids.Prices.of(data.get("cost")),
+                          dids.Prices.of(data.get("offer")), SEEDED_AT, data.get("description", ""))
+        events = [dids.DidEvent(dids.CREATED, root.id, root.path, SEEDED_AT, root.id, did.holders[0].prices, 0)]
+        for j, holder in enumerate(data.get("holders", [])):
+            account = accounts.get(holder.get("account"))
+            if account is None or account.parent_id != did.holder:
+                raise InvalidSeed(f"{where}.holders[{j}].account", f"must be a child of {did.holder!r}")
+            prices = dids.Prices.of(holder)
+            did = dids.assign(did, did.holder, [account.id], prices, SEEDED_AT)
+            events.append(dids.DidEvent(dids.ASSIGNED, account.id, account.path, SEEDED_AT, root.id, prices, did.rev))
+    except dids.InvalidDid as exc:
+        raise InvalidSeed(f"{where}.{exc.field}", exc.message) from exc
+    except NotMoney as exc:
+        raise InvalidSeed(where, str(exc)) from exc
+    return did, events

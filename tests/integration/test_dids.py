@@ -85,9 +85,10 @@ def test_each_level_sees_its_own_prices_and_never_those_above_it(portal):
     assert "0.008000" not in json.dumps(acme)
     # a reseller reads its client's DID at the client's level, which is its own sell price
     assert portal.ok("cumulus", "GET", f"/accounts/acme/dids/{DID}")["buy"]["per_minute"] == "0.012000"
-    # lists: one DID in every holder's list, none in a stranger's
+    # lists: the DID (with the demo's 15550100100) in every holder's list, none in a stranger's
     for holder in CHAIN:
-        assert [d["number"] for d in portal.ok(holder, "GET", f"/accounts/{holder}/dids")["items"]] == [DID]
+        assert [d["number"] for d in portal.ok(holder, "GET", f"/accounts/{holder}/dids")["items"]] == \
+            ["15550001234", "15550100100"]
     assert portal.ok("admin", "GET", "/accounts/delta/dids")["items"] == []
     assert portal("delta", "GET", f"/accounts/delta/dids/{DID}")[0] == 404
     assert portal("delta", "GET", "/accounts/acme/dids")[0] == 404          # the wall
@@ -120,7 +121,7 @@ def test_unassign_returns_the_did_to_the_pool_and_calls_to_it_are_refused(portal
     view = portal.ok("cumulus", "POST", f"/accounts/cumulus/dids/{DID}/unassign")
     assert view["assigned_to"] is None
     assert portal("acme", "GET", f"/accounts/acme/dids/{DID}")[0] == 404
-    assert portal.ok("acme", "GET", "/accounts/acme/dids")["items"] == []
+    assert DID not in [d["number"] for d in portal.ok("acme", "GET", "/accounts/acme/dids")["items"]]
     status, answer = inbound(client, DID, "un-1")
     assert (status, answer["reason"]) == (403, "did_unassigned")
     # a second unassign has nothing to take back
@@ -129,7 +130,7 @@ def test_unassign_returns_the_did_to_the_pool_and_calls_to_it_are_refused(portal
     # the admin takes it back from everyone below it at once
     portal.ok("admin", "POST", f"/accounts/admin/dids/{DID}/unassign")
     for holder in CHAIN[1:]:
-        assert portal.ok(holder, "GET", f"/accounts/{holder}/dids")["items"] == []
+        assert DID not in [d["number"] for d in portal.ok(holder, "GET", f"/accounts/{holder}/dids")["items"]]
     events = portal.ok("admin", "GET", f"/accounts/admin/dids/{DID}/history")["items"]
     assert [e["event"] for e in events][-2:] == ["unassigned", "unassigned"]
     # cumulus still sees the history of its own time with the DID
@@ -150,7 +151,7 @@ def test_closed_unknown_and_badly_written_dids_are_refused(portal, client):
     assert portal("admin", "DELETE", f"/accounts/admin/dids/{DID}")[0] == 204
     status, answer = inbound(client, DID, "x-3")
     assert (status, answer["reason"]) == (403, "did_closed")
-    assert portal.ok("admin", "GET", "/accounts/admin/dids")["items"] == []
+    assert [d["number"] for d in portal.ok("admin", "GET", "/accounts/admin/dids")["items"]] == ["15550100100"]
     # the number can be created again, with its history kept
     assert create(portal, per_minute="0.005")[0] == 201
     events = portal.ok("admin", "GET", f"/accounts/admin/dids/{DID}/history")["items"]
@@ -171,6 +172,18 @@ def test_a_suspended_client_or_one_without_money_gets_no_inbound_call(portal, cl
     portal.ok("cumulus", "POST", "/accounts/acme/suspend")
     status, answer = inbound(client, DID, "susp-1")
     assert (status, answer["reason"]) == (403, "account_suspended")
+
+
+def test_the_demo_seed_hands_a_did_down_to_acme(portal, client):
+    view = portal.ok("cumulus", "GET", "/accounts/cumulus/dids/15550100100")
+    assert (view["buy"]["per_minute"], view["sell"]["per_minute"], view["assigned_to"]) == \
+        ("0.008000", "0.012000", "acme")
+    events = portal.ok("admin", "GET", "/accounts/admin/dids/15550100100/history")["items"]
+    assert [(e["event"], e["account_id"]) for e in events] == [
+        ("created", "admin"), ("assigned", "atlas"), ("assigned", "borealis"), ("assigned", "cumulus"),
+        ("assigned", "acme")]
+    status, answer = inbound(client, "+1 555 010 0100", "demo-in-1")
+    assert status == 200 and answer["client_id"] == "acme" and answer["rate"] == "0.012000"
 
 
 def test_who_may_create_assign_and_close(portal):

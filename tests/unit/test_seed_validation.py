@@ -24,6 +24,15 @@ def seed(**changes):
     return json.dumps(data)
 
 
+def test_a_seeded_did_is_handed_down_with_its_history():
+    parsed = parse_seed(seed(dids=[{"number": "+1 555 000 1111", "country": "us", "cost": {"per_minute": "0.01"},
+                                    "holders": [{"account": "c", "per_minute": "0.02", "monthly": "3"}]}]))
+    (did, events), = parsed.dids
+    assert (did.number, did.country, did.holder) == ("15550001111", "US", "c")
+    assert [str(h.prices.per_minute) for h in did.holders] == ["0.010000", "0.020000"]
+    assert [(e.event, e.receiver, e.seq) for e in events] == [("created", "admin", 0), ("assigned", "c", 1)]
+
+
 def test_a_good_seed_parses():
     parsed = parse_seed(seed())
     assert [a.id for a in parsed.accounts] == ["admin", "c"] and parsed.identities == {"c": "c", "100": "c"}
@@ -47,6 +56,12 @@ def test_a_good_seed_parses():
     ({"accounts.1.id": "a/b"}, "accounts[1].id"),
     ({"accounts.1.id": "a#b"}, "accounts[1].id"),
     ({"accounts.1.id": 7}, "accounts[1].id"),
+    ({"dids": [{"number": "0123", "country": "US"}]}, "dids[0].number"),
+    ({"dids": [{"number": "15550001111", "country": "USA"}]}, "dids[0].country"),
+    ({"dids": [{"number": "15550001111", "country": "US", "cost": {"per_minute": "-1"}}]}, "dids[0].per_minute"),
+    ({"dids": [{"number": "15550001111", "country": "US", "holders": [{"account": "admin"}]}]},
+     "dids[0].holders[0].account"),
+    ({"dids": [{"number": "15550001111", "country": "US"}, {"number": "+1 555 000 1111", "country": "US"}]}, "dids"),
 ])
 def test_a_bad_field_is_named(change, field):
     with pytest.raises(InvalidSeed) as err:

@@ -10,6 +10,7 @@ from chalicelib.services.switch_keys import key_hash, new_key
 
 from chalicelib.domain import ledger
 
+from .did_store import did_item, event_item, holding_item
 from .keys import SWITCH_KEYS_LIST, iso_ms, switch_key_key
 from .models import AccountItem, CoreItem, JournalItem, SwitchKeyItem
 from .tariff_store import GroupTooLarge as RateGroupTooLarge, tariff_items  # noqa: F401 (scripts import them here)
@@ -41,6 +42,12 @@ def write_seed(seed: Seed) -> None:
             batch.save(identity_item(name, client_id, route))
         for key in seed.switch_keys:
             batch.save(switch_key_item(key_hash(key["key"]), key["id"], key.get("name", ""), stamp))
+        for did, events in seed.dids:
+            batch.save(did_item(did))
+            for holding in did.holders:
+                batch.save(holding_item(did.number, holding.account_id))
+            for event in events:
+                batch.save(event_item(did.number, event))
     # Opening balances as journal entries (id from the account: loading the seed again rewrites the same
     # entry, as it rewrites the account's balance).
     with JournalItem.batch_write() as batch:
