@@ -193,8 +193,10 @@ def _did(data: dict, where: str, accounts: Dict[str, Account]):
     child of the admin), each at the prices it pays; its history as if it had been done by the admin."""
     root = next(a for a in accounts.values() if a.parent_id is None)
     try:
+        increments = data.get("increments") or {}
         did = dids.create(data.get("number"), data.get("country", ""), root.id, dids.Prices.of(data.get("cost")),
-                          dids.Prices.of(data.get("offer")), SEEDED_AT, data.get("description", ""))
+                          dids.Prices.of(data.get("offer")), SEEDED_AT, data.get("description", ""),
+                          increments.get("initial", 60), increments.get("subsequent", 60))
         events = [dids.DidEvent(dids.CREATED, root.id, root.path, SEEDED_AT, root.id, did.holders[0].prices, 0)]
         for j, holder in enumerate(data.get("holders", [])):
             account = accounts.get(holder.get("account"))

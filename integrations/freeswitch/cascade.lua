@@ -32,10 +32,13 @@ Settings: channel variables, falling back to global variables (vars.xml):
   cascade_api_key      this switch's key, sent as X-Api-Key (required)
   cascade_timeout      whole seconds for each HTTP request, connect included (default 2)
   cascade_retries      completion attempts (default 3)
-  cascade_account      the paying account (default: ${sip_auth_username})
-  cascade_destination  the dialled digits (default: ${destination_number})
+  cascade_account      the paying account (default: ${sip_auth_username}); not sent for inbound calls
+  cascade_destination  the dialled digits, or the DID called (default: ${destination_number})
+  cascade_direction    "outbound" (default) or "inbound": a carrier's call to one of your DIDs (see
+                       dialplan_inbound.xml); Cascade says which client holds the DID
 The script sets cascade_call_id (the channel uuid), cascade_decision and cascade_max_duration for
-later use (and CDRs, which carry sip_call_id as well).
+later use (and CDRs, which carry sip_call_id as well), and for an inbound call cascade_client (the
+client that holds the DID, to ring).
 
 JSON: the answers are parsed by the small decoder below rather than a library: FreeSWITCH ships no
 JSON module for Lua on every 1.10 build (freeswitch.JSON() is recent), lua-cjson/dkjson would be one
@@ -321,6 +324,8 @@ end
 
 local function authorize()
 	local cfg = settings()
+	local direction = var("cascade_direction") or "outbound"
+	local inbound = direction == "inbound"
 	local account = var("cascade_account") or var("sip_auth_username")
 	local destination = var("cascade_destination") or var("destination_number")
 	-- The call id is the channel's uuid: FreeSWITCH makes a new one for every channel, so it names this
@@ -340,8 +345,10 @@ local function authorize()
 		session:setVariable("cascade_decision", var("cascade_max_duration") and "authorized" or "failed")
 		return reject(503, "unavailable")
 	end
-	if not cfg or not account or not destination or not call_id then
-		log("ERR", "cascade_url/cascade_api_key unset or invalid, or no account/destination/uuid: failing closed")
+	if not cfg or not (account or inbound) or not destination or not call_id
+			or (direction ~= "outbound" and not inbound) then
+		log("ERR", "cascade_url/cascade_api_key unset or invalid, no account/destination/uuid, or cascade_direction "
+			.. "neither outbound nor inbound: failing closed")
 		return reject(503, "unavailable")
 	end
 	if session:answered() then
@@ -357,7 +364,7 @@ local function authorize()
 	session:setVariable("api_hangup_hook", "lua " .. SCRIPT .. " complete")
 
 	local fields = {
-		'"account":' .. json_string(account),
+		inbound and '"direction":"inbound"' or '"account":' .. json_string(account),
 		'"destination":' .. json_string(destination),
 		'"call_id":' .. json_string(call_id),
 	}
@@ -375,7 +382,10 @@ local function authorize()
 			session:setVariable("cascade_max_duration", max)
 			-- Runs when the call is answered, so the limit counts from answer like billsec does.
 			session:setVariable("execute_on_answer", "sched_hangup +" .. max .. " ALLOTTED_TIMEOUT")
-			log("INFO", label(call_id) .. ": authorized for " .. max .. " s")
+			if inbound and type(answer.client_id) == "string" then
+				session:setVariable("cascade_client", answer.client_id)
+			end
+			log("INFO", label(call_id) .. ": authorized for " .. max .. " s" .. (inbound and " (inbound)" or ""))
 			return
 		end
 		log("ERR", label(call_id) .. ": 200 without a usable max_duration: failing closed")

@@ -22,6 +22,7 @@ MODULES = ("http_client.so", "jansson.so", "dialog.so", "rtimer.so", "htable.so"
 MAX_ID_BYTES = 256
 # The caller scenarios' From tag is [$ftag]SIPpTag00[call_number]; each sipp here makes one call (-m 1).
 FROM_TAG_SUFFIX = "SIPpTag001"
+CARRIER_IP = "127.0.0.2"       # a second loopback address: calls from it are a carrier's, to DIDs
 
 
 def cascade_id(call_id: str, from_tag: str, cseq: int = 1) -> str:
@@ -91,6 +92,9 @@ class Switch:
         self.spool = self.runtime / "cascade-spool.sqlite"      # this switch's own, kept across its restarts
         self.env = dict(os.environ, CASCADE_URL=cascade_url, CASCADE_API_KEY=api_key,
                         CASCADE_GATEWAY=f"sip:127.0.0.1:{self.callee_port}", CASCADE_TIMEOUT=str(timeout_s),
+                        # the carrier's calls to DIDs come from CARRIER_IP; inbound goes to the same callee
+                        CASCADE_CARRIER_NET=f"{CARRIER_IP}/32",
+                        CASCADE_INBOUND_GATEWAY=f"sip:127.0.0.1:{self.callee_port}",
                         SIP_LISTEN=f"udp:127.0.0.1:{self.port}", SIP_CHILDREN="4",
                         KAMAILIO_RUNTIME_DIR=str(self.runtime), KAMAILIO_SHM_MB="64", KAMAILIO_PKG_MB="8",
                         CASCADE_SPOOL=str(self.spool))
@@ -150,10 +154,12 @@ class Switch:
         return False
 
     def start_call(self, scenario: str, account: str, number: str, tag: str, pause_ms: Optional[int] = None,
-                   timeout_s: int = 60, call_id: Optional[str] = None, from_tag: Optional[str] = None):
+                   timeout_s: int = 60, call_id: Optional[str] = None, from_tag: Optional[str] = None,
+                   source_ip: str = "127.0.0.1"):
         """Start one sipp caller; returns a handle for finish(). ``call_id`` is a literal Call-ID (default: a
         unique one starting with ``tag``-), ``from_tag`` the From tag's prefix (default: a unique one; the
-        tag is ``from_tag + FROM_TAG_SUFFIX``); the INVITE's CSeq is always 1."""
+        tag is ``from_tag + FROM_TAG_SUFFIX``); the INVITE's CSeq is always 1. ``source_ip``: CARRIER_IP for
+        a carrier's call to a DID (``account`` is then the caller's number)."""
         self._calls += 1
         name = f"{tag}-{self._calls}"
         log, errors = self.workdir / f"{name}.log", self.workdir / f"{name}-errors.log"
@@ -162,7 +168,7 @@ class Switch:
         assert call_id is None or "%" not in call_id, "sipp's -cid_str reads % as a placeholder"
         args = ["sipp", f"127.0.0.1:{self.port}", "-sf", str(SIPP_DIR / scenario), "-s", number,
                 "-set", "account", account, "-set", "ftag", from_tag,
-                "-cid_str", call_id or f"{tag}-%u-%p@%s", "-i", "127.0.0.1",
+                "-cid_str", call_id or f"{tag}-%u-%p@%s", "-i", source_ip,
                 "-p", str(free_port(socket.SOCK_DGRAM)), "-m", "1", "-nostdin", "-timeout", f"{timeout_s}s",
                 "-timeout_error", "-trace_logs", "-log_file", str(log), "-trace_err", "-error_file", str(errors)]
         if pause_ms is not None:
@@ -196,6 +202,19 @@ class Switch:
                 return True
             if time.time() > deadline:
                 return False
+            time.sleep(0.2)
+
+    def callee_saw_client(self, call_id: str, seconds: float = 15) -> Optional[str]:
+        """The X-Cascade-Client header the callee got with the INVITE of ``call_id`` (a Cascade id)."""
+        prefix = f"INVITE {self.sip_call_ids[call_id]} header="
+        deadline = time.time() + seconds
+        while True:
+            if self.callee_log.exists():
+                for line in self.callee_log.read_text(errors="replace").splitlines():
+                    if line.startswith(prefix):
+                        return line[len(prefix):].replace("X-Cascade-Client:", "", 1).strip()
+            if time.time() > deadline:
+                return None
             time.sleep(0.2)
 
     def log(self) -> str:

@@ -20,7 +20,7 @@ import pytest
 
 from chalicelib.adapters.dynamo.store import call_key
 from tests.e2e.gate import FLAKY_FAILURES, SLOW_SECONDS, Gate
-from tests.e2e.sip import FROM_TAG_SUFFIX, Switch, cascade_id, missing_tools
+from tests.e2e.sip import CARRIER_IP, FROM_TAG_SUFFIX, Switch, cascade_id, missing_tools
 from tests.e2e.stack import LocalStack
 
 SEED = pathlib.Path(__file__).with_name("switch_seed.json")
@@ -34,6 +34,9 @@ CROWD = [(f"crowd-{i}", str(2000 + i)) for i in range(1, 11)]   # (account, SIP 
 # Per-minute prices along each chain, client first; the operator's is its carrier cost.
 ALICE_CHAIN = [("alice", "2.40"), ("retail", "1.20"), ("wholesale", "0.60"), ("admin", "0.30")]
 SHORTY_CHAIN = [("shorty", "2.40"), ("retail", "1.20"), ("wholesale", "0.60"), ("admin", "0.30")]
+# The seed's DID, handed down wholesale -> retail -> alice; per-second increments, so cost() prices it.
+DID = "15559870100"
+ALICE_INBOUND = [("alice", "0.24"), ("retail", "0.12"), ("wholesale", "0.06"), ("admin", "0.03")]
 TWIN_CHAINS = {a: [(a, "2.40"), ("tight", "1.80"), ("retail", "1.20"), ("wholesale", "0.60"), ("admin", "0.30")]
                for a in ("twin-a", "twin-b")}
 OPENING = {"wholesale": "100.00", "retail": "50.00", "alice": "10.00", "shorty": "0.20", "broke": "0.01",
@@ -185,6 +188,36 @@ def test_an_allowed_call_is_billed_at_every_level_for_its_billsec(world):
     assert billsec in (2, 3), billsec
     world.assert_billed(call_id, ALICE_CHAIN, billsec)
     assert world.switch.callee_saw_bye(call_id)
+
+
+def test_a_carriers_call_to_a_did_rings_its_client_and_bills_every_holder(world):
+    # The carrier (CARRIER_IP) sends the DID as E.164 with a +, the caller's number as From user
+    available = world.account("alice")["available"]
+    outcome = world.switch.call("uac_call.xml", "442071234567", "+" + DID, "inbound", pause_ms=2000,
+                                source_ip=CARRIER_IP)
+    call_id, status, _ = outcome.only()
+    assert outcome.returncode == 0 and status == "200", outcome.errors[-2000:]
+    call = world.wait_done(call_id)
+    assert call["direction"] == "inbound" and call["client_id"] == "alice" and call["number"] == DID
+    assert call["max_duration"] == int(available * 60 / Decimal("0.24"))     # alice's money at 0.24/min
+    assert world.switch.callee_saw_client(call_id) == "alice"   # the PBX is told whom to ring
+    billsec = int(world.cdrs_of(call_id)["alice"]["billsec"])
+    assert billsec in (2, 3), billsec
+    world.assert_billed(call_id, ALICE_INBOUND, billsec)
+
+
+def test_a_carriers_call_to_an_unknown_did_gets_403_and_a_clients_call_to_a_did_stays_outbound(world):
+    outcome = world.switch.call("uac_refused.xml", "442071234567", "15559870199", "nodid", source_ip=CARRIER_IP)
+    call_id, status, reason = outcome.only()
+    assert (status, reason) == ("403", "did_unknown") and outcome.returncode == 0
+    assert world.call(call_id) is None
+    # From the clients' network the DID is just a destination (outbound): priced by alice's tariff
+    outcome = world.switch.call("uac_call.xml", "1001", DID, "to-did", pause_ms=500)
+    call_id, status, _ = outcome.only()
+    assert status == "200", outcome.errors[-2000:]
+    call = world.wait_done(call_id)
+    assert call.get("direction") is None and world.switch.callee_saw_client(call_id) == ""
+    world.assert_billed(call_id, ALICE_CHAIN, int(world.cdrs_of(call_id)["alice"]["billsec"]))
 
 
 def test_a_long_call_is_cut_at_max_duration_and_both_legs_get_bye(world):

@@ -31,6 +31,7 @@ from tests.integration.helpers import account
 ROOT = Path(__file__).resolve().parents[2]
 LUA_SCRIPT = ROOT / "integrations" / "freeswitch" / "cascade.lua"
 DIALPLAN_XML = ROOT / "integrations" / "freeswitch" / "dialplan.xml"
+INBOUND_XML = ROOT / "integrations" / "freeswitch" / "dialplan_inbound.xml"
 EXTENSIONS_CONF = ROOT / "integrations" / "asterisk" / "extensions.conf"
 HARNESS = Path(__file__).with_name("freeswitch_harness.lua")
 INTERPRETERS = ("lua5.2", "lua5.3")
@@ -254,6 +255,29 @@ def test_a_200_arms_sched_hangup_from_answer_and_leaves_the_call_to_the_bridge(l
     assert result.final["api_hangup_hook"] == "lua cascade.lua complete"
     assert result.final["session_in_hangup_hook"] == "true"
     assert result.executed == [] and result.hangups == [] and result.ready is True
+
+
+CARRIER = {"cascade_direction": "inbound", "destination_number": "+15550100100", "sip_call_id": SIP_CALL_ID,
+           "caller_id_number": "442071234567", "uuid": CALL_ID}
+
+
+def test_an_inbound_call_sends_the_did_and_no_account_and_keeps_the_client_to_ring(lua):
+    granted = http(200, {"authorized": True, "max_duration": 900, "call_id": CALL_ID, "number": "15550100100",
+                         "prefix": "15550100100", "destination": "Inbound US 15550100100", "rate": "0.012000",
+                         "connect_fee": "0.000000", "increments": [60, 60], "direction": "inbound",
+                         "client_id": "acme"})
+    result = run(lua, [granted], vars=CARRIER)
+    (request,) = result.requests
+    assert json.loads(request["data"]) == {"direction": "inbound", "destination": "+15550100100", "call_id": CALL_ID,
+                                           "caller_id": "442071234567"}
+    assert result.final["cascade_client"] == "acme" and result.final["cascade_decision"] == "authorized"
+    assert result.final["execute_on_answer"] == "sched_hangup +900 ALLOTTED_TIMEOUT" and result.ready is True
+
+
+def test_an_unknown_direction_fails_closed_without_asking(lua):
+    result = run(lua, [], vars={**CARRIER, "cascade_direction": "sideways"})
+    assert result.requests == []
+    assert_rejected(result, 503, "unavailable", "Service Unavailable")
 
 
 def test_channel_variables_override_the_globals_and_odd_characters_survive_the_trip(lua):
@@ -575,6 +599,24 @@ def test_against_cascade_an_answered_call_is_authorized_limited_and_billed_once(
     assert account("acme").held == 0
 
 
+def test_against_cascade_an_inbound_call_to_the_demo_did_is_billed_at_every_holder(lua, cascade_app):
+    load(demo_seed())
+    seen = []
+    first = run(lua, cascade(cascade_app, seen), vars=CARRIER, globals=DEMO_KEY_SETTINGS)
+    assert seen[0][1] == 200 and seen[0][2]["client_id"] == "acme" and first.final["cascade_client"] == "acme"
+    before = {a: account(a).balance for a in ("acme", "cumulus", "borealis", "atlas")}
+    hangup = {**first.final, "hangup_cause": "NORMAL_CLEARING", "answer_epoch": "1700000000", "billsec": "61"}
+    run(lua, cascade(cascade_app, seen), vars=hangup, complete=True, globals=DEMO_KEY_SETTINGS)
+    assert seen[1][1] == 200 and seen[1][2]["charged"] == "0.024000"          # 2 minutes at 0.012
+    paid = {a: before[a] - account(a).balance for a in before}
+    assert paid == {"acme": Decimal("0.024"), "cumulus": Decimal("0.016"), "borealis": Decimal("0.012"),
+                    "atlas": Decimal("0.008")}
+    # a DID nobody holds: refused with the reason, nothing to complete
+    refused = run(lua, cascade(cascade_app, seen), vars={**CARRIER, "destination_number": "15559999999",
+                                                           "uuid": CALL_ID + "-2"}, globals=DEMO_KEY_SETTINGS)
+    assert_rejected(refused, 403, "did_unknown", "Forbidden")
+
+
 @pytest.mark.parametrize("username, status, reason", [
     ("9999", 403, "account_unknown"),
     ("1002", 402, "insufficient_funds"),
@@ -701,9 +743,10 @@ def test_the_script_and_the_harness_compile(compiler):
         assert out.returncode == 0, out.stderr
 
 
-def test_the_example_dialplan_is_xml_that_bridges_only_an_authorized_call():
+@pytest.mark.parametrize("path", [DIALPLAN_XML, INBOUND_XML])
+def test_the_example_dialplans_are_xml_that_bridge_only_an_authorized_call(path):
     import xml.etree.ElementTree as ET
-    extension = ET.parse(DIALPLAN_XML).getroot().find("extension")
+    extension = ET.parse(path).getroot().find("extension")
     actions = [(a.get("application"), a.get("data")) for a in extension.iter("action")]
     apps = [app for app, _ in actions]
     assert apps.index("lua") < apps.index("bridge")
@@ -711,6 +754,10 @@ def test_the_example_dialplan_is_xml_that_bridges_only_an_authorized_call():
     assert ("set", "cascade_decision=none") in actions and apps.index("set") < apps.index("lua")
     bridge = dict(actions)["bridge"]
     assert bridge.startswith("${cond(${cascade_decision} == authorized ? ") and " : error/" in bridge
+    if path == INBOUND_XML:     # the carrier's call: inbound, and the PBX is told which client to ring
+        assert ("set", "cascade_direction=inbound") in actions
+        assert ("export", "sip_h_X-Cascade-Client=${cascade_client}") in actions
+        assert apps.index("export") < apps.index("bridge")
 
 
 # --------------------------------------------------------------------------- Asterisk: structure
@@ -718,7 +765,7 @@ def test_the_example_dialplan_is_xml_that_bridges_only_an_authorized_call():
 KNOWN_APPS = {"NoOp", "Set", "ExecIf", "GotoIf", "Goto", "Gosub", "Return", "Dial", "Hangup", "PJSIPHangup",
               "Log"}
 KNOWN_FUNCTIONS = {"CHANNEL", "FILTER", "CALLERID", "CURLOPT", "CURL", "URIENCODE", "JSON_DECODE", "STRREPLACE",
-                   "CUT", "CDR"}
+                   "CUT", "CDR", "PJSIP_HEADER"}
 # Set by Asterisk itself, not by the dialplan.
 ASTERISK_VARIABLES = {"EXTEN", "UNIQUEID", "GOSUB_RETVAL", "DIALSTATUS", "ANSWEREDTIME", "HANGUPCAUSE"}
 
@@ -833,8 +880,10 @@ def test_the_asterisk_recipe_bounds_every_request_and_limits_from_answer():
     assert sorted(sets) == ["conntimeout", "httpheader", "httpheader", "httptimeout"], \
         "set once per channel: a second httpheader Set() duplicates the header"
     contexts, _ = dialplan()
-    (dial,) = [data for lines in contexts.values() for _, _, app, data in lines if app == "Dial"]
-    assert dial.endswith(",S(${CASCADE_MAX})"), "S() counts from the callee's answer, in seconds"
+    dials = [data for lines in contexts.values() for _, _, app, data in lines if app == "Dial"]
+    assert len(dials) == 2                              # to the carrier, and inbound to the PBX
+    for dial in dials:
+        assert dial.split(",")[2].startswith("S(${CASCADE_MAX})"), "S() counts from the callee's answer, in seconds"
     assert "/calls/${URIENCODE(${CASCADE_CALL_ID})}/complete" in text
     assert "Set(CHANNEL(hangup_handler_push)=cascade-complete,s,1)" in text
     # pushed before the request is sent, so an ending during the request is reported too
@@ -845,11 +894,13 @@ def test_the_asterisk_json_bodies_are_json():
     contexts, _ = dialplan()
     bodies = [data.split("=", 1)[1] for lines in contexts.values() for _, _, app, data in lines
               if app == "Set" and data.split("=", 1)[1].startswith("{")]
-    assert len(bodies) == 3
+    assert len(bodies) == 5                             # outbound and inbound, with and without caller_id; completion
     for body in bodies:
         # every ${...} stands for a FILTER()ed value: digits/letters, no quote or backslash to escape
         decoded = json.loads(re.sub(r"\$\{\w+\}", "1", body))
-        assert set(decoded) <= {"account", "destination", "call_id", "caller_id", "billsec", "disposition"}
+        assert set(decoded) <= {"account", "direction", "destination", "call_id", "caller_id", "billsec",
+                                "disposition"}
+        assert ("account" in decoded) != (decoded.get("direction") == "inbound") or "billsec" in decoded
 
 
 # --------------------------------------------------------------------------- Asterisk: the paths, on a model
@@ -1108,6 +1159,9 @@ class Asterisk:
             self.dialled = data
             self.vars.update(self.dial_result)
             return None
+        if app == "Goto":
+            assert "," not in data, "the model follows jumps within a context only"
+            return data
         raise AssertionError(f"{app} is not modelled")
 
     def enter(self):
@@ -1166,6 +1220,22 @@ ASTERISK_CONFLICT = {"error": "completion_conflict",
                      "message": "this call was already billed with another billsec or disposition",
                      "applied": {**ASTERISK_COMPLETED, "billsec": 40, "charged": "1.333334"}}
 JSON_MODES = pytest.mark.parametrize("json_decode", [True, False], ids=["JSON_DECODE", "fallback"])
+
+
+def test_asterisk_an_inbound_call_sends_the_did_and_dials_the_pbx_naming_the_client():
+    granted = {**ASTERISK_AUTHORIZED, "number": "15550100100", "direction": "inbound", "client_id": "acme"}
+    for json_decode in (True, False):
+        ast = Asterisk(curl_script(granted, ASTERISK_COMPLETED), exten="15550100100", endpoint="carrier-1",
+                       callerid="442071234567", json_decode=json_decode)
+        ast.vars["CASCADE_DIRECTION"] = "inbound"          # what [from-carriers] sets
+        ast.call()
+        assert ast.authorize_bodies == [{"direction": "inbound", "destination": "15550100100",
+                                         "call_id": f"{SIP_CALL_ID};pbx1-1700000000.42", "caller_id": "442071234567"}]
+        assert ast.dialled == "PJSIP/15550100100@pbx,60,S(600)b(cascade-client-header^s^1(acme))"
+        assert [body for _, body in ast.completions] == [{"billsec": 42, "disposition": "ANSWERED"}]
+    contexts, _ = dialplan()
+    assert [(app, data) for _, _, app, data in contexts["from-carriers"]][:2] == [
+        ("Set", "CASCADE_DIRECTION=inbound"), ("Goto", "cascade-outbound,${EXTEN},1")]
 
 
 def test_asterisk_model_regressions_an_answered_call_is_authorized_dialled_and_completed():
