@@ -5,6 +5,7 @@ from chalicelib.entrypoints.importer import importer_bp
 from chalicelib.entrypoints.portal import portal_bp
 from chalicelib.entrypoints.portal_auth import auth_bp
 from chalicelib.entrypoints.rebalancer import rebalancer_bp
+from chalicelib.entrypoints.reporter import reporter_bp
 from chalicelib.entrypoints.sweeper import sweeper_bp
 from chalicelib.entrypoints.switch import switch_bp
 
@@ -15,6 +16,7 @@ app.register_blueprint(rebalancer_bp)
 app.register_blueprint(auth_bp)
 app.register_blueprint(portal_bp)
 app.register_blueprint(importer_bp)
+app.register_blueprint(reporter_bp)
 
 
 @app.route("/health")

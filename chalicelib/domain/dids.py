@@ -15,13 +15,14 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import List, Mapping, Optional, Sequence, Tuple
 
-from .money import ZERO, money
+from .money import money
 from .tariffs import Rate
 
 ACTIVE, CLOSED = "active", "closed"
 INBOUND, OUTBOUND = "inbound", "outbound"
 MIN_DIGITS, MAX_DIGITS = 6, 15         # E.164 allows 15 digits; nothing shorter than 6 is a public number
 MAX_PRICE = Decimal("1000000")
+NO_FEE = Decimal("0.000000")           # inbound calls have no connect fee (written as amounts are)
 
 # Denial reasons an inbound authorize adds to domain.authorization's.
 DID_UNKNOWN = "did_unknown"
@@ -67,9 +68,9 @@ def did_number(text) -> str:
 @dataclass(frozen=True)
 class Prices:
     """What a holder is charged for a DID: once, every month, and per minute of inbound calls."""
-    setup: Decimal = ZERO
-    monthly: Decimal = ZERO
-    per_minute: Decimal = ZERO
+    setup: Decimal = Decimal("0.000000")
+    monthly: Decimal = Decimal("0.000000")
+    per_minute: Decimal = Decimal("0.000000")
 
     def __post_init__(self):
         for name in ("setup", "monthly", "per_minute"):
@@ -194,8 +195,8 @@ def inbound_rates(did: Did, chain_ids: Sequence[str]) -> Optional[List[Rate]]:
     if list(chain_ids) != did.route():
         return None
     name = f"Inbound {did.country} {did.number}"
-    return [Rate(prefix=did.number, price=did.holding(a).prices.per_minute, name=name, initial=did.initial,
-                 subsequent=did.subsequent) for a in chain_ids]
+    return [Rate(prefix=did.number, price=did.holding(a).prices.per_minute, name=name, connect_fee=NO_FEE,
+                 initial=did.initial, subsequent=did.subsequent) for a in chain_ids]
 
 
 def below_cost(did: Did, giver_id: str, prices: Prices) -> bool:

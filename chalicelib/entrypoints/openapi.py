@@ -268,9 +268,42 @@ SCHEMAS: Dict[str, dict] = {
         "assigned_since": STR_OR_NULL,
         "sell": {"allOf": [_ref("DidPrices")], "nullable": True,
                  "description": "what the account charges the child it assigned it to"},
-        "client_id": dict(STR_OR_NULL, description="the client that has it now, when below the child"),
+        "holder": dict(STR_OR_NULL, description="when assigned on: the account at the end of the chain (the "
+                                                "client that takes its calls; a reseller holding it takes none)"),
     }, required=["number", "country", "status", "description", "increments", "held_since", "assigned_to",
-                 "assigned_since", "sell", "client_id"]),
+                 "assigned_since", "sell", "holder"]),
+    "Cdr": _object({
+        "id": dict(STR, description="stable id of the call's CDR"), "call_id": dict(STR, description="as the switch sent it"),
+        "billed_at": dict(STR, description="ISO 8601, UTC: when the completion billed it (the period filters use it)"),
+        "started_at": STR, "client_id": STR, "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+        "destination": dict(STR, description="the normalised number; inbound: the DID"),
+        "prefix": STR, "destination_name": STR,
+        "disposition": {"type": "string", "enum": ["ANSWERED", "BUSY", "NO ANSWER", "FAILED"]},
+        "billsec": {"type": "integer"}, "billed_seconds": {"type": "integer", "description": "at the viewer's increments"},
+        "buy": dict(MONEY_OUT, description="what the viewing account paid for it"),
+        "sell": dict(MONEY_OUT_OR_NULL, description="what its child paid it (null for a client)"),
+        "commission": MONEY_OUT, "profit": dict(MONEY_OUT_OR_NULL, description="sell - buy + commission"),
+        "late": {"type": "boolean"}, "over_max": {"type": "boolean"}}),
+    "CdrPage": _object({"items": {"type": "array", "items": _ref("Cdr")}, "next_cursor": STR_OR_NULL}),
+    "Figures": _object({
+        "calls": {"type": "integer"}, "answered": {"type": "integer"}, "seconds": {"type": "integer"},
+        "minutes": MONEY_OUT, "revenue": dict(MONEY_OUT, description="what the children paid"),
+        "cost": dict(MONEY_OUT, description="what the account paid (a client: all it shows)"),
+        "commission": MONEY_OUT, "profit": MONEY_OUT}, required=["calls", "answered", "seconds", "minutes", "cost"]),
+    "MonthlyReport": _object({
+        "account_id": STR, "month": STR, "role": {"type": "string", "enum": list(ROLES)},
+        "totals": _ref("Figures"),
+        "money": _object({"payments": MONEY_OUT, "charges": MONEY_OUT, "transfers": MONEY_OUT, "other": MONEY_OUT}),
+        "fees": _object({"did_setup": MONEY_OUT, "did_monthly": MONEY_OUT, "total": MONEY_OUT}),
+        "children": {"type": "array", "items": {"allOf": [_ref("Figures"), _object({"account_id": STR})]}},
+        "next_cursor": STR_OR_NULL}),
+    "SubAccountsReport": _object({"items": {"type": "array", "items": {"allOf": [_ref("Figures"), _object({
+        "account_id": STR, "name": STR, "role": {"type": "string", "enum": list(ROLES)},
+        "status": {"type": "string", "enum": list(STATUSES)}, "balance": MONEY_OUT, "available": MONEY_OUT,
+        "currency": STR, "month": STR})]}}, "next_cursor": STR_OR_NULL}),
+    "DidReport": _object({"items": {"type": "array", "items": {"allOf": [_ref("Figures"), _object({
+        "number": STR, "country": STR, "assigned_to": STR_OR_NULL, "client_id": STR_OR_NULL,
+        "setup_fee": MONEY_OUT, "monthly_fee": MONEY_OUT})]}}, "next_cursor": STR_OR_NULL}),
     "DidPrices": _object({"setup": MONEY_OUT, "monthly": MONEY_OUT,
                           "per_minute": dict(MONEY_OUT, description="inbound minutes")}),
     "DidPage": _object({"items": {"type": "array", "items": _ref("Did")}, "next_cursor": STR_OR_NULL}),
@@ -317,8 +350,17 @@ RESPONSES: Dict[Tuple[str, str], str] = {
     ("post", "/accounts/{account_id}/dids/{number}/assign"): "Did",
     ("post", "/accounts/{account_id}/dids/{number}/unassign"): "Did",
     ("get", "/accounts/{account_id}/dids/{number}/history"): "DidHistory",
+    ("get", "/accounts/{account_id}/cdrs"): "CdrPage",
+    ("get", "/accounts/{account_id}/reports/monthly"): "MonthlyReport",
+    ("get", "/accounts/{account_id}/reports/sub-accounts"): "SubAccountsReport",
+    ("get", "/accounts/{account_id}/reports/dids"): "DidReport",
 }
 CSV = {"type": "string", "description": "CSV with a header row: " + ", ".join(COLUMNS)}
+#: CSV answers that are not rate decks
+CSV_OUT = {("get", "/accounts/{account_id}/cdrs/export"): {
+    "type": "string", "description": "CSV with a header row: billed_at, call_id, client_id, direction, destination, "
+                                     "prefix, destination_name, disposition, billsec, billed_seconds, buy, sell, "
+                                     "commission, profit, late"}}
 
 ERRORS = {
     400: "invalid_request: a field, the body or a query parameter is not valid (`field` names it); "
@@ -385,7 +427,7 @@ def portal_operation(route: dict, operation_id: str) -> dict:
     component = RESPONSES.get((method, path))
     schema = _ref(component) if component else {"type": "object"}
     if route.get("csv_out"):
-        responses = {str(route["ok"]): _ok(route["ok"], CSV, route["summary"], "text/csv"),
+        responses = {str(route["ok"]): _ok(route["ok"], CSV_OUT.get((method, path), CSV), route["summary"], "text/csv"),
                      "303": {"description": "the CSV is larger than 5 MB: it is at Location, a presigned URL "
                                             "valid 15 minutes",
                              "headers": {"Location": {"schema": {"type": "string"}}}}}
@@ -496,6 +538,7 @@ def document(routes) -> dict:
                  {"name": "money", "description": "payments, charges, transfers, credit limits, balance, ledger"},
                  {"name": "tariffs", "description": "the price lists an account sells with"},
                  {"name": "dids", "description": "numbers for inbound calls, assigned down the tree"},
+                 {"name": "reports", "description": "CDRs and monthly figures at an account's level"},
                  {"name": "auth", "description": "sign-in, sessions, passwords and API keys"},
                  {"name": "meta", "description": "this document"}],
         "paths": dict(sorted(paths.items())),

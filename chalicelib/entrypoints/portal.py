@@ -272,7 +272,8 @@ def entry_view(item, account_id: str) -> dict:
     charged = item.role != "admin"
     return {"id": "call#" + item.cdr_id.split("#", 1)[1], "kind": "call", "at": item.cdr_id.split("#", 1)[0],
             "amount": -(item.buy - item.commission) if charged else Decimal(0),
-            "reference": item.call_id, "description": ("late call to " if item.late else "call to ") + item.destination,
+            "reference": item.call_id, "description": ("late " if item.late else "") + (
+                "inbound call to " if item.direction == "inbound" else "call to ") + item.destination,
             "billsec": int(item.billsec), "sell": item.sell, "buy": item.buy, "profit": item.profit,
             **({"late": True} if item.late else {})}
 
@@ -557,7 +558,7 @@ def did_view(did, account: Account) -> dict:
             ("cost" if depth == 0 else "buy"): own.prices.to_dict(),
             "assigned_to": below.account_id if below else None, "assigned_since": below.since if below else None,
             "sell": below.prices.to_dict() if below else None,
-            "client_id": did.holder if below and did.holder != account.id else None}
+            "holder": did.holder if below else None}
     if depth == 0:
         view["offer"] = did.offer.to_dict()
     return view
@@ -619,6 +620,109 @@ def did_history(p: Portal, principal, account_id, number, **_):
     """Events (created, assigned, unassigned, closed) whose receiver is the account or below it, with
     the prices of each assignment."""
     return {"items": [e.to_dict() for e in p.did_history(principal, account_id, number)]}
+
+
+# --- reports ---------------------------------------------------------------------------------------------
+
+DAY = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+Z?)?$"}
+CDR_FILTERS = {"since": DAY, "until": DAY, "account": ID, "prefix": {"type": "string", "pattern": "^[0-9]{1,20}$"},
+               "disposition": {"enum": ["ANSWERED", "BUSY", "NO ANSWER", "FAILED"]},
+               "direction": {"enum": ["outbound", "inbound"]}}
+CDR_QUERY = dict(CDR_FILTERS, limit={"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                 cursor={"type": "string", "maxLength": 4096})
+MONTH_QUERY = dict(PAGE, month={"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])$"})
+CDR_COLUMNS = ("billed_at", "call_id", "client_id", "direction", "destination", "prefix", "destination_name",
+               "disposition", "billsec", "billed_seconds", "buy", "sell", "commission", "profit", "late")
+
+
+def cdr_view(view) -> dict:
+    """One call at the viewing account's level: what it paid (buy) and, above a client, what its child
+    paid it (sell) and its profit. Nothing priced above the account."""
+    return {"id": view.cdr_id.split("#", 1)[1], "call_id": view.call_id, "billed_at": view.cdr_id.split("#", 1)[0],
+            "started_at": _iso(view.started_at), "client_id": view.client_id, "direction": view.direction,
+            "destination": view.destination, "prefix": view.prefix, "destination_name": view.destination_name,
+            "disposition": view.disposition, "billsec": view.billsec, "billed_seconds": view.billed_seconds,
+            "buy": view.buy, "sell": view.sell, "commission": view.commission, "profit": view.profit,
+            "late": bool(view.late), "over_max": view.over_max}
+
+
+def _cell(value) -> str:
+    """A CSV cell; text a switch or a person chose never starts a spreadsheet formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text) else text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        Decimal(text)
+        return True
+    except ArithmeticError:
+        return False
+
+
+def _csv_lines(rows_pages):
+    import csv
+    import io
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CDR_COLUMNS)
+    yield buffer.getvalue()
+    for _, rows in rows_pages:
+        for view in rows:
+            buffer.seek(0)
+            buffer.truncate()
+            row = cdr_view(view)
+            writer.writerow([_cell(row[c]) for c in CDR_COLUMNS])
+            yield buffer.getvalue()
+
+
+@portal_route("/accounts/{account_id}/cdrs", "GET", "Calls of the account's subtree at its level, newest first",
+              query=CDR_QUERY, tag="reports")
+def list_cdrs(p: Portal, principal, account_id, query, **_):
+    """``since``/``until`` (dates or times, UTC, inclusive) bound the time the call was billed; ``account``
+    narrows to an account below (a client: its own calls); ``prefix`` (of the normalised number, or the
+    DID for inbound calls), ``disposition`` and ``direction`` filter the page read, which may then hold
+    fewer than ``limit`` rows and still have a ``next_cursor``."""
+    _, rows, cursor = p.cdrs(principal, account_id, query, query["limit"], query.get("cursor"))
+    return {"items": [cdr_view(r) for r in rows], "next_cursor": cursor}
+
+
+@portal_route("/accounts/{account_id}/cdrs/export", "GET", "The same CDRs as CSV, every page, streamed",
+              query=CDR_FILTERS, csv_out=True, tag="reports")
+def export_cdrs(p: Portal, principal, account_id, query, **_):
+    """Read a page of 1,000 at a time and written out as read: past 5 MB the rest streams to S3 and the
+    answer is a 303 to it."""
+    pages = p.cdr_pages(principal, account_id, query)
+    first = next(pages)                      # the wall and the filters are checked before any byte is sent
+    import itertools
+    return _csv(p, _csv_lines(itertools.chain([first], pages)), f"{account_id}-cdrs.csv")
+
+
+@portal_route("/accounts/{account_id}/reports/monthly", "GET",
+              "The account's month: its totals, its money, its DID fees and each child's calls", query=MONTH_QUERY,
+              tag="reports")
+def monthly_report(p: Portal, principal, account_id, query, **_):
+    """``month`` YYYY-MM (UTC; default this month). Calls count in the month they were billed. Totals at
+    the account's level: revenue (what its children paid it), cost (what it paid its parent; the admin: the
+    carrier cost), commission and profit; a client sees only what it paid. ``children`` (paged) is the
+    same for the calls that came through each child. ``money``: payments, charges and transfers moving the
+    account's balance; ``fees``: setup and monthly fees its DIDs record (invoiced by a later release)."""
+    return p.monthly(principal, account_id, query.get("month"), query["limit"], query.get("cursor"))
+
+
+@portal_route("/accounts/{account_id}/reports/sub-accounts", "GET",
+              "Every child with its status, balance and this month's calls through it", query=MONTH_QUERY,
+              tag="reports")
+def sub_accounts_report(p: Portal, principal, account_id, query, **_):
+    items, cursor = p.sub_accounts(principal, account_id, query.get("month"), query["limit"], query.get("cursor"))
+    return {"items": items, "next_cursor": cursor}
+
+
+@portal_route("/accounts/{account_id}/reports/dids", "GET",
+              "The account's DIDs with their fees and inbound calls this month", query=MONTH_QUERY, tag="reports")
+def did_report(p: Portal, principal, account_id, query, **_):
+    items, cursor = p.did_report(principal, account_id, query.get("month"), query["limit"], query.get("cursor"))
+    return {"items": items, "next_cursor": cursor}
 
 
 @portal_route("/accounts/{account_id}/descendants", "GET", "Search an account's subtree", query=SEARCH)

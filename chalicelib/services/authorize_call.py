@@ -156,6 +156,7 @@ def authorize_inbound(store: SwitchStore, request: AuthorizeRequest, key_hash: s
             return _repeat(snap.call, switch_id, route.client_id, number)
         if snap.did is None or snap.did.rev != did.rev:      # the cached DID is stale: go by the one just read
             did = snap.did
+            store.forget_did(number)
             store.remember_did(did)
             continue
         chain = [snap.accounts.get(a) for a in holders]

@@ -20,6 +20,7 @@ from chalicelib.domain.identity import normalise_email
 from chalicelib.domain.ledger import Movement
 
 from .portal_dids import DidCases, NoSuchDid  # noqa: F401
+from .portal_reports import ReportCases
 from .portal_tariffs import TariffCases
 from .ports import DuplicateEntry, Refused
 from .records import Route
@@ -82,7 +83,7 @@ def new_id(prefix: str) -> str:
 LIMIT_FIELDS = ("max_calls", "cps_limit", "daily_limit", "monthly_limit")
 
 
-class Portal(TariffCases, DidCases):
+class Portal(TariffCases, DidCases, ReportCases):
     def __init__(self, store, identity=None, clock: Callable[[], float] = time.time, decks=None, jobs=None):
         self.store, self.identity, self.clock = store, identity, clock
         self.decks, self.jobs = decks, jobs          # S3 decks and background tasks (large imports only)

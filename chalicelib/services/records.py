@@ -174,6 +174,7 @@ class CallView:
     started_at: int
     late: Optional[bool]
     cdr_id: str                 # <ISO time billed>#<h(call_id)>: the listings' order
+    direction: str = "outbound"
 
 
 def level_view(call: CallRecord, account_id: str, cdr_id: str) -> Optional[CallView]:
@@ -189,5 +190,6 @@ def level_view(call: CallRecord, account_id: str, cdr_id: str) -> Optional[CallV
                 disposition=call.result["disposition"], billsec=int(call.result["billsec"]),
                 billed_seconds=charge.billed_seconds, buy=charge.cost, sell=charge.sell,
                 commission=charge.commission, profit=charge.profit, over_max=bool(call.result["over_max"]),
-                started_at=call.authorized_at, late=True if call.result.get("late") else None, cdr_id=cdr_id)
+                started_at=call.authorized_at, late=True if call.result.get("late") else None, cdr_id=cdr_id,
+                direction=call.direction or "outbound")
     return None

@@ -78,7 +78,7 @@ def test_each_level_sees_its_own_prices_and_never_those_above_it(portal):
     hand_down(portal)
     atlas = portal.ok("atlas", "GET", f"/accounts/atlas/dids/{DID}")
     assert atlas["buy"]["per_minute"] == "0.004000" and atlas["sell"]["per_minute"] == "0.006000"
-    assert atlas["assigned_to"] == "borealis" and atlas["client_id"] == "acme"
+    assert atlas["assigned_to"] == "borealis" and atlas["holder"] == "acme"
     assert "cost" not in atlas and "offer" not in atlas
     acme = portal.ok("acme", "GET", f"/accounts/acme/dids/{DID}")
     assert acme["buy"]["per_minute"] == "0.012000" and acme["assigned_to"] is None and acme["sell"] is None

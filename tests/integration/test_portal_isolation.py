@@ -100,6 +100,11 @@ SAMPLES: Dict[str, Callable[[str], Optional[dict]]] = {
     "POST /accounts/{account_id}/dids/{number}/unassign": lambda target: None,
     "DELETE /accounts/{account_id}/dids/{number}": lambda target: None,
     "GET /accounts/{account_id}/dids/{number}/history": lambda target: None,
+    "GET /accounts/{account_id}/cdrs": lambda target: None,
+    "GET /accounts/{account_id}/cdrs/export": lambda target: None,
+    "GET /accounts/{account_id}/reports/monthly": lambda target: None,
+    "GET /accounts/{account_id}/reports/sub-accounts": lambda target: None,
+    "GET /accounts/{account_id}/reports/dids": lambda target: None,
 }
 CHILD = {"acme": "acme", "cumulus": "acme", "atlas": "borealis"}   # whom a target may hand a DID to
 # A tariff each target owns (acme, a client, sells to nobody: the matrix gives it one)

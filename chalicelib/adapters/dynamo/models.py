@@ -13,6 +13,9 @@ caller identities, switch keys, tariffs and their rate groups, calls, and the id
     DID#<number>     #             did         a DID: its holders root first, each with its prices
     DID#<number>     H#<account>   did_holding one holder's place in its DID list (listing DIDS#<account>)
     DID#<number>     LOG#<rev>     did_event   the DID's history: created, assigned, unassigned, closed
+    REP#<account>    <month>#<row>#<k> report_row a month's totals of calls at the account's level (reports)
+    REP#<account>    <month>#M     report_money the month's wallet movements other than calls, by kind
+    REPSEQ#<seq>     #             report_mark a run of stream records the report consumer applied (ttl)
     CALL#<h(call_id)> #            call        frozen levels, holds, status, switch; sparse HELD index
 
 ``journal`` holds one item per money movement other than a call, partitioned by account id. A call's
@@ -29,6 +32,8 @@ from pynamodb.attributes import (Attribute, BooleanAttribute, DiscriminatorAttri
 from pynamodb.constants import NUMBER, STRING
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
+
+from chalicelib.domain.ledger import ENTRY_KINDS
 
 HELD_SHARDS = 32     # every call adds and removes an entry: 5,000 calls/s is ~310 WCU/s a shard
 CDR_SHARDS = 16      # a tree's calls spread over this many index partitions (5,000 calls/s: ~310 each)
@@ -137,6 +142,8 @@ class CoreItem(Model):
     class Meta(_Meta):
         logical_name = "core"
         table_name = table_name(logical_name)
+        # The report consumer (entrypoints.reporter) reads finished calls from the table's stream.
+        stream_view_type = "NEW_AND_OLD_IMAGES"
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
     kind = DiscriminatorAttribute()
@@ -340,6 +347,27 @@ class IdempotencyItem(CoreItem, discriminator="idempotency"):
     entry, so a key is spent once whatever account or kind a retry names."""
     entry_account = UnicodeAttribute()
     entry_id = UnicodeAttribute()
+
+
+class ReportRowItem(CoreItem, discriminator="report_row"):
+    """REP#<account> / <month>#<row>#<k>: a report row (domain.reports, adapters.dynamo.report_store)."""
+    calls = NumberAttribute(default=0)
+    answered = NumberAttribute(default=0)
+    seconds = NumberAttribute(default=0)
+    revenue = DecimalAttribute(default=Decimal)
+    cost = DecimalAttribute(default=Decimal)
+    commission = DecimalAttribute(default=Decimal)
+
+
+class ReportMoneyItem(CoreItem, discriminator="report_money"):
+    """The month's wallet movements other than calls, one attribute per journal entry kind."""
+    for _kind in ENTRY_KINDS:
+        locals()[f"m_{_kind}"] = DecimalAttribute(null=True)
+    del _kind
+
+
+class ReportMarkItem(CoreItem, discriminator="report_mark"):
+    last = UnicodeAttribute()
 
 
 class CounterItem(CoreItem, discriminator="counter"):

@@ -277,11 +277,15 @@ class PortalStore:
 
     def history(self, account_id: str, limit: int, cursor: Optional[str], since: Optional[str] = None,
                 until: Optional[str] = None, calls: bool = True, entries: bool = True,
-                path: Optional[str] = None, role: Optional[str] = None) -> Tuple[list, Optional[str]]:
+                path: Optional[str] = None, role: Optional[str] = None,
+                scope: Optional[str] = None) -> Tuple[list, Optional[str]]:
         """The account's movements newest first: its journal entries (filed under it or naming it as
         peer) and its calls, as its level sees them (``records.CallView``). A client's calls are one
         Query of ``client_calls``; an account with a subtree reads its tree's CDR_SHARDS partitions of
-        ``tree_calls`` filtered by path. All the Queries are merged; the cursor keeps each one's position."""
+        ``tree_calls`` filtered by path. All the Queries are merged; the cursor keeps each one's position.
+        ``scope`` (with its ``path`` and ``role``): list the calls of that account of the subtree instead,
+        still at ``account_id``'s level."""
+        scope = scope or account_id
         if calls and (path is None or role is None):
             account = self.account(account_id)
             path, role = (account.path, account.role) if account else (account_id, "client")
@@ -295,7 +299,7 @@ class PortalStore:
             if name not in shapes:
                 raise BadCursor("cursor")
             if value != "done":
-                fixed = {"peer_id": account_id} if name == "peer" else {"cdr_client": account_id} \
+                fixed = {"peer_id": account_id} if name == "peer" else {"cdr_client": scope} \
                     if name == "calls" else {"cdr_tree": trees[int(name[5:])]} if name.startswith("calls") \
                     else {"account_id": account_id}
                 _expect(value, shapes[name], **fixed)
@@ -309,7 +313,7 @@ class PortalStore:
                 last_evaluated_key=start)
         if calls and role == "client":
             sources["calls"] = lambda start: CallItem.client_calls.query(
-                account_id, CallItem.cdr_at.between(low, high), scan_index_forward=False, limit=limit,
+                scope, CallItem.cdr_at.between(low, high), scan_index_forward=False, limit=limit,
                 last_evaluated_key=start)
         for i, tree in enumerate(trees):
             sources[f"calls{i}"] = lambda start, tree=tree: CallItem.tree_calls.query(
@@ -349,6 +353,12 @@ class PortalStore:
         if all(next_state.get(n) == "done" for n in sources) or not more:
             return out, None
         return out, encode_cursor(next_state)
+
+    def call_history(self, viewer_id: str, scope: Account, limit: int, cursor: Optional[str],
+                     since: Optional[str] = None, until: Optional[str] = None) -> Tuple[list, Optional[str]]:
+        """The calls of ``scope`` (an account of the viewer's subtree, or the viewer) at the viewer's level."""
+        return self.history(viewer_id, limit, cursor, since, until, entries=False, path=scope.path,
+                            role=scope.role, scope=scope.id)
 
     @staticmethod
     def _views(items: list, account_id: str) -> list:

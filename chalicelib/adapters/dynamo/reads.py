@@ -140,9 +140,15 @@ class DynamoReads:
 
     @staticmethod
     def remember_did(did) -> None:
+        """Only an active DID is remembered: a closed or unknown one is read again on the next call, so
+        a number created or reopened works at once."""
         ttl = cache.seconds()
-        if ttl and did is not None:
+        if ttl and did is not None and did.status == "active":
             cache.SWITCH_CACHE.put(("did", did.number), did, ttl)
+
+    @staticmethod
+    def forget_did(number: str) -> None:
+        cache.SWITCH_CACHE.drop(("did", number))
 
     def resolve_route(self, client_id: str) -> Optional[Route]:
         """Walk up from the client one account at a time (the slow path, taken only when a cached

@@ -350,6 +350,10 @@ class DynamoWrites:
             tx.change(change, must_exist=True)
         for label, item, actions, condition in extra:
             tx.update(label, item, actions, condition)
+        from .report_store import money_updates      # the month's report rows, in the same transaction
+        for label, item, actions, condition in money_updates(
+                {p.book: p.amount for p in movement.entry.postings}, movement.entry.kind, iso_ms(now)):
+            tx.update(label, item, actions, condition)
         try:
             tx.commit(self._conn, f"post {movement.entry.id}")
         except TransactWriteError as exc:

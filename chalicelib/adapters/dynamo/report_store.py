@@ -1,0 +1,205 @@
+"""Report rows (domain.reports) in the core table, and the exactly-once apply of the stream's calls.
+
+    REP#<account>   <month>#<row>#<k>   report_row   calls, answered, seconds, revenue, cost, commission
+    REP#<account>   <month>#M           report_money m_<kind>: the wallet's non-call movements that month
+    REPSEQ#<seq>    #                   report_mark  a run of stream records already applied (ttl 3 days)
+
+Exactly once, without knowing the stream shard (Lambda does not say): a batch from one shard is applied in
+runs of consecutive records, each run one transaction with a mark keyed by its first record's sequence
+number (unique in the stream) holding its last. A retried batch starts at the same record, in the same
+order (the shard's order; the event source mapping must not bisect batches): a run whose mark exists
+is skipped up to the last record it applied, the rest is applied in new runs. ``k`` spreads the hot
+rows (the admin's, a top reseller's) over ROW_SHARDS items: the run's mark picks it.
+
+Access patterns: an account's month is one Query (pk REP#<account>, begins_with(sk, "<month>#")); its
+children's rows a Query on begins_with "<month>#C#", paged.
+"""
+import time
+import zlib
+from decimal import Decimal
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from pynamodb.exceptions import TransactWriteError
+
+from chalicelib.domain.ledger import ENTRY_KINDS
+from chalicelib.domain.reports import ROW_SHARDS, BilledCall, Key, Money, Totals, add_up, batches, contributions
+
+from .keys import ROOT
+from .models import CoreItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
+from .writes import Tx
+
+RUN_ITEMS = 99            # a transaction holds 100 items: the mark and 99 rows
+MARK_DAYS = 3             # longer than a stream keeps records (24 h)
+
+
+def report_pk(account_id: str) -> str:
+    return f"REP#{account_id}"
+
+
+def row_sk(month: str, row: str, shard: int) -> str:
+    return f"{month}#{row}#{shard}"
+
+
+def money_sk(month: str) -> str:
+    return f"{month}#M"
+
+
+def mark_key(sequence: str) -> Tuple[str, str]:
+    return f"REPSEQ#{sequence}", ROOT
+
+
+def _parse_sk(sk: str) -> Tuple[str, str]:
+    """(month, row) of a row's sort key."""
+    return sk[:7], sk[8:sk.rindex("#")]
+
+
+def row_update(key: Key, shard: int, totals: Totals):
+    account, month, row = key
+    item = ReportRowItem(report_pk(account), row_sk(month, row, shard))
+    a = ReportRowItem
+    actions = [a.calls.add(totals.calls), a.answered.add(totals.answered), a.seconds.add(totals.seconds),
+               a.revenue.add(totals.revenue), a.cost.add(totals.cost), a.commission.add(totals.commission),
+               a.kind.set(ReportRowItem)]
+    return item, actions
+
+
+def money_updates(postings: Dict[str, Decimal], kind: str, at: str) -> list:
+    """The journal entry's wallet postings as (label, item, actions, condition) for DynamoWrites.post:
+    each wallet's month row adds the amount under the entry's kind, in the entry's own transaction."""
+    out = []
+    for book, amount in postings.items():
+        if not book.startswith("wallet:") or not amount or kind not in ENTRY_KINDS:
+            continue
+        account = book[len("wallet:"):]
+        item = ReportMoneyItem(report_pk(account), money_sk(at[:7]))
+        out.append((("report", account), item,
+                    [getattr(ReportMoneyItem, f"m_{kind}").add(amount), ReportMoneyItem.kind.set(ReportMoneyItem)],
+                    None))
+    return out
+
+
+class ReportStore:
+    """Mixed into DynamoStore (``_conn``)."""
+
+    # --- writing: the stream consumer ------------------------------------------------------------
+
+    def apply_calls(self, records: Sequence[Tuple[str, BilledCall]], now: Optional[float] = None) -> dict:
+        """Apply (sequence number, call) records of one shard, in order, exactly once. Returns counts."""
+        now = time.time() if now is None else now
+        deltas = [contributions(call) for _, call in records]
+        stats = {"records": len(records), "skipped": 0, "runs": 0, "rows": 0}
+        i = 0
+        while i < len(records):
+            mark = self._mark(records[i][0])
+            if mark is not None:
+                j = i
+                while j < len(records) and _seq(records[j][0]) <= _seq(mark):
+                    j += 1
+                stats["skipped"] += j - i
+                i = j
+                continue
+            start, end = batches(deltas[i:], lambda d: list(d), RUN_ITEMS)[0]
+            end += i
+            run = {}
+            for delta in deltas[i:end]:
+                for key, totals in delta.items():
+                    run.setdefault(key, Totals()).add(totals)
+            shard = zlib.crc32(records[i][0].encode()) % ROW_SHARDS
+            tx = Tx().put(("mark", records[i][0]),
+                          ReportMarkItem(*mark_key(records[i][0]), last=records[end - 1][0],
+                                         ttl=int(now) + MARK_DAYS * 86400),
+                          condition=ReportMarkItem.pk.does_not_exist())
+            for key, totals in sorted(run.items()):
+                item, actions = row_update(key, shard, totals)
+                tx.update(("row", key), item, actions)
+            try:
+                tx.commit(self._conn, f"report run {records[i][0]}")
+            except TransactWriteError as exc:
+                if ("mark", records[i][0]) in tx.refused(exc):
+                    continue            # applied meanwhile (a duplicate delivery): read the mark again
+                raise
+            stats["runs"] += 1
+            stats["rows"] += len(run)
+            i = end
+        return stats
+
+    def _mark(self, sequence: str) -> Optional[str]:
+        try:
+            return ReportMarkItem.get(*mark_key(sequence), consistent_read=True).last
+        except ReportMarkItem.DoesNotExist:
+            return None
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def report_rows(self, account_id: str, month: str, prefix: str = "") -> Tuple[Dict[str, Totals], Money]:
+        """Every row of the account's month (added up over shards), and its money row."""
+        rows: List[Tuple[str, Totals]] = []
+        money = Money()
+        for item in CoreItem.query(report_pk(account_id), CoreItem.sk.startswith(f"{month}#{prefix}"),
+                                   consistent_read=True):
+            if isinstance(item, ReportRowItem):
+                rows.append((_parse_sk(item.sk)[1], _totals(item)))
+            elif isinstance(item, ReportMoneyItem):
+                money = _money(item)
+        return add_up(rows), money
+
+    def report_money(self, account_id: str, month: str) -> Money:
+        try:
+            return _money(ReportMoneyItem.get(report_pk(account_id), money_sk(month), consistent_read=True))
+        except ReportMoneyItem.DoesNotExist:
+            return Money()
+
+    def child_rows(self, account_id: str, month: str, limit: int, cursor: Optional[str]):
+        """The rows of the account's children that month, a page at a time (a child's shards are read
+        together: a page ends between two children)."""
+        from .portal_store import _checked, _expect, decode_cursor, encode_cursor
+        pk = report_pk(account_id)
+        start = _expect(decode_cursor(cursor), {"pk", "sk"}, pk=pk)
+        result = CoreItem.query(pk, CoreItem.sk.startswith(f"{month}#C#"), consistent_read=True,
+                                last_evaluated_key=start)
+        rows: Dict[str, Totals] = {}
+        last = None
+
+        def fill():
+            nonlocal last
+            for item in result:
+                _, row = _parse_sk(item.sk)
+                child = row[2:]
+                if child not in rows and len(rows) >= limit:
+                    return
+                rows.setdefault(child, Totals()).add(_totals(item))
+                last = {"pk": {"S": item.pk}, "sk": {"S": item.sk}}
+            last = None
+        _checked(fill)
+        return rows, encode_cursor(last)
+
+
+def _seq(sequence: str) -> int:
+    return int(sequence)
+
+
+def _totals(item) -> Totals:
+    return Totals(calls=int(item.calls or 0), answered=int(item.answered or 0), seconds=int(item.seconds or 0),
+                  revenue=item.revenue or Decimal(0), cost=item.cost or Decimal(0),
+                  commission=item.commission or Decimal(0))
+
+
+def _money(item) -> Money:
+    return Money({kind: getattr(item, f"m_{kind}") for kind in ENTRY_KINDS if getattr(item, f"m_{kind}", None)})
+
+
+def _row_keys(account_id: str, month: str, rows: Iterable[str]) -> List[Tuple[str, str]]:
+    return [(report_pk(account_id), row_sk(month, row, k)) for row in rows for k in range(ROW_SHARDS)]
+
+
+class ReportLookups:
+    """Rows by exact key (every shard of each), for pages of children and DIDs: a BatchGetItem, no Query."""
+
+    def report_rows_of(self, account_id: str, month: str, rows: Sequence[str]) -> Dict[str, Totals]:
+        keys = _row_keys(account_id, month, rows)
+        found: List[Tuple[str, Totals]] = []
+        for start in range(0, len(keys), 100):
+            for item in ReportRowItem.batch_get(keys[start:start + 100], consistent_read=True):
+                found.append((_parse_sk(item.sk)[1], _totals(item)))
+        totals = add_up(found)
+        return {row: totals.get(row, Totals()) for row in rows}

@@ -1,0 +1,188 @@
+"""Reports from the outside: CDRs at each level with filters, pages and CSV; the month in figures, kept by
+the stream consumer exactly once, reconciling with the ledger and the CDRs at every level."""
+import csv
+import io
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from chalicelib.entrypoints import reporter
+from tests.integration.helpers import (body_of, cdrs, client, headers, ledger, post_authorize,  # noqa: F401
+                                       post_complete)
+from tests.integration.portal_helpers import Portal, key, table_snapshot
+
+MONTH = time.strftime("%Y-%m", time.gmtime())
+CHAIN = ["acme", "cumulus", "borealis", "atlas", "admin"]
+
+
+def call(client, account, number, call_id, billsec, disposition="ANSWERED"):
+    response = post_authorize(client, account, number, call_id)
+    assert response.status_code == 200, response.body
+    assert post_complete(client, call_id, billsec, disposition).status_code == 200
+
+
+def inbound(client, did, call_id, billsec):
+    response = client.http.post("/authorize", headers=headers(), body=json.dumps(
+        {"direction": "inbound", "destination": did, "call_id": call_id}))
+    assert response.status_code == 200, response.body
+    assert post_complete(client, call_id, billsec, "ANSWERED").status_code == 200
+
+
+def drain():
+    """What the deployed stream consumer would have done by now (from the stream's start: applying a
+    record twice must change nothing, so every drain re-reads everything)."""
+    return reporter.drain(reset=True)
+
+
+@pytest.fixture
+def portal(client, demo, monkeypatch):
+    monkeypatch.setenv("CASCADE_SWITCH_CACHE_SECONDS", "0")
+    return Portal(client)
+
+
+@pytest.fixture
+def month_of_calls(portal, client):
+    """acme: two answered calls and a busy one; shortly: none (no funds); echo (delta's): one; an inbound
+    call to the demo DID; a payment to acme."""
+    call(client, "1001", "15551230001", "m-1", 60)
+    call(client, "1001", "442071234567", "m-2", 125)
+    call(client, "1001", "15551230001", "m-3", 0, "BUSY")
+    call(client, "2001", "15551230001", "m-4", 30)
+    inbound(client, "+15550100100", "m-5", 90)
+    status, _ = portal.money("cumulus", "payment", "acme", "5.00", key("pay"))
+    assert status == 201
+    first = drain()
+    assert first["records"] == 5 and first["skipped"] == 0
+    return first
+
+
+def figures(portal, who, account):
+    report = portal.ok(who, "GET", f"/accounts/{account}/reports/monthly?month={MONTH}")
+    return report
+
+
+def test_every_level_reconciles_with_its_cdrs_and_its_ledger(portal, month_of_calls):
+    for account in ["cumulus", "borealis", "atlas", "admin", "delta"]:
+        totals = figures(portal, account, account)["totals"]
+        views = cdrs(account)
+        assert totals["calls"] == len(views), account
+        assert Decimal(totals["cost"]) == sum((v.buy for v in views), Decimal(0)), account
+        assert Decimal(totals["revenue"]) == sum((v.sell for v in views), Decimal(0)), account
+        assert Decimal(totals["profit"]) == sum((v.profit for v in views), Decimal(0)), account
+        assert totals["seconds"] == sum(v.billsec for v in views)
+        assert totals["answered"] == sum(v.disposition == "ANSWERED" for v in views) > 0
+        # what its calls took from its wallet, in the ledger, is its cost less its commission
+        calls_in_ledger = sum((line.amount for line in ledger(account) if line.entry_kind == "call"), Decimal(0))
+        if account != "admin":
+            assert calls_in_ledger == -(Decimal(totals["cost"]) - Decimal(totals["commission"])), account
+    # a client: what it paid, as its ledger says, and its payment
+    acme = figures(portal, "acme", "acme")
+    paid = -sum((line.amount for line in ledger("acme") if line.entry_kind == "call"), Decimal(0))
+    assert Decimal(acme["totals"]["cost"]) == paid and acme["totals"]["calls"] == 4
+    assert set(acme["totals"]) == {"calls", "answered", "seconds", "minutes", "cost"}
+    assert Decimal(acme["money"]["payments"]) == Decimal("5.00")
+    assert acme["fees"] == {"did_setup": "0", "did_monthly": "3.000000", "total": "3.000000"}
+
+
+def test_children_rows_add_up_to_the_totals_and_show_only_what_is_below(portal, month_of_calls):
+    admin = figures(portal, "admin", "admin")
+    children = {c["account_id"]: c for c in admin["children"]}
+    assert set(children) == {"atlas", "delta"}
+    for name in ("calls", "seconds"):
+        assert sum(c[name] for c in children.values()) == admin["totals"][name]
+    assert sum(Decimal(c["revenue"]) for c in children.values()) == Decimal(admin["totals"]["revenue"])
+    # cumulus reads its own month: its revenue from acme, never borealis' or atlas' prices
+    cumulus = figures(portal, "cumulus", "cumulus")
+    assert [c["account_id"] for c in cumulus["children"]] == ["acme"]
+    borealis_view = figures(portal, "borealis", "borealis")["totals"]
+    assert borealis_view["revenue"] == cumulus["totals"]["cost"]          # what cumulus paid is borealis' revenue
+    assert borealis_view["cost"] not in json.dumps(cumulus)
+    # sub-accounts: every child, with or without calls
+    items = portal.ok("cumulus", "GET", f"/accounts/cumulus/reports/sub-accounts?month={MONTH}")["items"]
+    assert {i["account_id"]: i["calls"] for i in items} == {"acme": 4, "shortly": 0}
+    # the wall: a client cannot read its parent's report, an outsider not at all
+    assert portal("acme", "GET", "/accounts/cumulus/reports/monthly")[0] == 404
+    assert portal("delta", "GET", "/accounts/atlas/reports/monthly")[0] == 404
+
+
+def test_a_record_delivered_again_or_a_longer_retry_is_counted_once(portal, client, month_of_calls):
+    before = figures(portal, "admin", "admin")["totals"]
+    # the whole stream again, twice (the drain re-reads from the start)
+    assert drain()["skipped"] == 5 and drain()["runs"] == 0
+    assert figures(portal, "admin", "admin")["totals"] == before
+    # a retry that starts where a delivered batch started but carries one more record
+    call(client, "1001", "15551230001", "m-6", 60)
+    from chalicelib.adapters.dynamo.stream import StreamReader
+    records = [r for batch in StreamReader().batches() for r in batch]
+    billed = [r for r in records if (r["dynamodb"].get("NewImage") or {}).get("status", {}).get("S") == "done"
+              and (r["dynamodb"].get("OldImage") or {}).get("status", {}).get("S") != "done"]
+    assert len(billed) == 6
+    stats = reporter.handle(billed)
+    assert (stats["skipped"], stats["runs"]) == (5, 1)
+    after = figures(portal, "admin", "admin")["totals"]
+    assert after["calls"] == before["calls"] + 1
+    assert reporter.handle(billed)["runs"] == 0 and figures(portal, "admin", "admin")["totals"] == after
+
+
+def test_cdrs_at_each_level_with_filters_pages_and_csv(portal, month_of_calls):
+    # cumulus' view: acme's four calls, its buy and sell; nothing above its own price
+    page = portal.ok("cumulus", "GET", "/accounts/cumulus/cdrs")
+    assert len(page["items"]) == 4 and page["next_cursor"] is None
+    first = page["items"][0]
+    assert set(first) >= {"buy", "sell", "profit", "direction", "disposition", "billsec"}
+    inbound_row = next(r for r in page["items"] if r["direction"] == "inbound")
+    assert inbound_row["destination"] == "15550100100" and inbound_row["call_id"] == "m-5"
+    assert Decimal(first["profit"]) == Decimal(first["sell"]) - Decimal(first["buy"])
+    # the client's own: its price only
+    acme = portal.ok("acme", "GET", "/accounts/acme/cdrs")["items"]
+    assert {r["sell"] for r in acme} == {None} and len(acme) == 4
+    assert [r["buy"] for r in acme] == [r["sell"] for r in page["items"]]
+    # filters
+    def numbers(query, who="admin", account="admin"):
+        return [r["call_id"] for r in portal.ok(who, "GET", f"/accounts/{account}/cdrs?{query}")["items"]]
+    assert numbers("prefix=44") == ["m-2"]
+    assert numbers("disposition=BUSY") == ["m-3"]
+    assert numbers("direction=inbound") == ["m-5"]
+    assert numbers("account=delta") == ["m-4"]
+    assert numbers("account=echo") == ["m-4"]
+    everything = ["m-1", "m-2", "m-3", "m-4", "m-5"]       # billed within a second: ordered by id's hash then
+    assert sorted(numbers(f"since={MONTH}-01&until=2999-01-01")) == everything
+    assert numbers("until=2000-01-01") == []
+    status, body = portal("cumulus", "GET", "/accounts/cumulus/cdrs?account=echo")
+    assert (status, body["field"]) == (400, "account")          # outside cumulus' subtree
+    # pages
+    one = portal.ok("admin", "GET", "/accounts/admin/cdrs?limit=2")
+    two = portal.ok("admin", "GET", f"/accounts/admin/cdrs?limit=2&cursor={one['next_cursor']}")
+    three = portal.ok("admin", "GET", f"/accounts/admin/cdrs?limit=2&cursor={two['next_cursor']}")
+    assert sorted(r["call_id"] for r in one["items"] + two["items"] + three["items"]) == everything
+    assert three["next_cursor"] is None
+    # CSV: the same rows
+    response = portal.client.http.request("GET", "/accounts/cumulus/cdrs/export?direction=outbound",
+                                          headers=portal.headers("cumulus"))
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.body.decode())))
+    outbound = [r for r in page["items"] if r["direction"] == "outbound"]
+    assert [r["call_id"] for r in rows] == [r["call_id"] for r in outbound] and len(rows) == 3
+    assert [r["buy"] for r in rows] == [r["buy"] for r in outbound]
+
+
+def test_the_did_report_and_inbound_minutes_at_each_level(portal, month_of_calls):
+    for who, per_minute in (("acme", "0.012"), ("cumulus", "0.008"), ("atlas", "0.004")):
+        (row,) = portal.ok(who, "GET", f"/accounts/{who}/reports/dids?month={MONTH}")["items"]
+        assert row["number"] == "15550100100" and row["calls"] == 1 and row["seconds"] == 90
+        assert Decimal(row["cost"]) == Decimal(per_minute) * 2, who        # 90 s in 60 s increments
+    (cumulus,) = portal.ok("cumulus", "GET", "/accounts/cumulus/reports/dids")["items"]
+    assert Decimal(cumulus["revenue"]) == Decimal("0.024") and cumulus["assigned_to"] == "acme"
+
+
+def test_bad_months_and_filters_are_400_and_write_nothing(portal):
+    before = table_snapshot()
+    for path, field in (("/accounts/admin/reports/monthly?month=2026-13", "month"),
+                        ("/accounts/admin/cdrs?disposition=MAYBE", "disposition"),
+                        ("/accounts/admin/cdrs?prefix=1a", "prefix"),
+                        ("/accounts/admin/cdrs?cursor=abcd", "cursor")):
+        status, body = portal("admin", "GET", path)
+        assert (status, body.get("field")) == (400, field), path
+    assert table_snapshot() == before
