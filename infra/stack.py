@@ -1,4 +1,5 @@
-"""One stack per stage: the Chalice app (API Gateway + the switch, sweeper, rebalancer and importer Lambdas),
+"""One stack per stage: the Chalice app (API Gateway + the switch, sweeper, rebalancer, importer and reporter
+Lambdas, the reporter on the core table's stream),
 the tables, the rate-deck bucket, the pepper and token-signing secrets, one least-privilege role per
 function, alarms and a dashboard."""
 import pathlib
@@ -83,6 +84,15 @@ IMPORTER_ACCESS = {
                     "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem",
                     "dynamodb:DescribeTable")),
 }
+# The report consumer reads the core table's stream (granted on the stream itself, below), reads its run
+# marks and writes marks and report rows in transactions.
+REPORTER_ACCESS = {
+    "core": Access(("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+                    "dynamodb:DescribeTable")),
+}
+# Only the transition of a call item into "done" is a bill; the filter drops every other record of core
+# (account updates, holds...) before the function is invoked, so they cost no invocation.
+REPORTER_FILTER = {"dynamodb": {"NewImage": {"kind": {"S": ["call"]}, "status": {"S": ["done"]}}}}
 # Each function: Chalice's logical id, memory in MB (a Stage attribute name, or a number), timeout in s,
 # data access, whether it serves the portal (token key, mail). The REST API (Chalice's APIHandler) serves
 # the switch routes, /health and the portal; the switch function (function URL) serves switches only.
@@ -95,6 +105,8 @@ FUNCTIONS = {
     "rebalancer": ("Rebalancer", 512, 70, REBALANCER_ACCESS, False),
     # A 100,000-row deck is planned in memory (make bench: deck_import) and written in a few minutes.
     "importer": ("Importer", 1024, 900, IMPORTER_ACCESS, False),
+    # A batch of 1,000 calls is a few dozen transactions; the timeout leaves room for throttling retries.
+    "reporter": ("Reporter", 512, 300, REPORTER_ACCESS, False),
 }
 DECK_DAYS = 2        # uploaded decks and large exports are deleted after this many days
 # Functions with a fixed number of instances: the rebalancer is the only writer moving money between an
@@ -202,6 +214,7 @@ class CascadeStack(Stack):
         self.alarm_topic = sns.Topic(self, "Alarms", topic_name=f"{prefix}alarms")
         if alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        self._report_stream(names)
         self._alarms_and_dashboard(names)
 
         CfnOutput(self, "SwitchUrl", value=Fn.get_att("SwitchUrl", "FunctionUrl").to_string(),
@@ -215,6 +228,27 @@ class CascadeStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
         CfnOutput(self, "DeckBucket", value=self.decks.bucket_name,
                   description="Rate decks: uploads and large exports, deleted after 2 days")
+
+    def _report_stream(self, names: dict) -> None:
+        """The reporter reads the core table's stream: batches of up to 1,000 billed calls, in shard order,
+        never bisected (a retried batch must start where the failed one did: report_store's marks rely on
+        it), retried until the records expire (24 h; ReporterIteratorAge alarms long before)."""
+        import json
+        from aws_cdk import aws_lambda as lambda_
+        core = self.tables["core"]
+        self.roles["reporter"].add_to_policy(iam.PolicyStatement(
+            actions=["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+                     "dynamodb:ListStreams"],
+            resources=[core.attr_stream_arn]))
+        mapping = lambda_.CfnEventSourceMapping(
+            self, "ReporterStream", function_name=names["reporter"], event_source_arn=core.attr_stream_arn,
+            starting_position="TRIM_HORIZON", batch_size=1000, maximum_batching_window_in_seconds=1,
+            bisect_batch_on_function_error=False, maximum_retry_attempts=-1, parallelization_factor=1,
+            filter_criteria=lambda_.CfnEventSourceMapping.FilterCriteriaProperty(filters=[
+                lambda_.CfnEventSourceMapping.FilterProperty(pattern=json.dumps(REPORTER_FILTER))]))
+        mapping.add_dependency(self.app.get_resource(FUNCTIONS["reporter"][0]))
+        # Lambda checks the role may read the stream when the mapping is created: the policy comes first.
+        mapping.add_dependency(self.roles["reporter"].node.find_child("DefaultPolicy").node.default_child)
 
     def _portal_environment(self) -> dict:
         env = {"CASCADE_TOKEN_KEY_SECRET": self.token_key_name, "CASCADE_MAIL_FROM": self.mail_from}
@@ -351,6 +385,10 @@ class CascadeStack(Stack):
              "escrow is not being refilled or recalled: calls fall back to the owners' own items"),
             ("ImporterErrors", fn_metric("importer", "Errors"), 1,
              "a rate-deck import crashed (Lambda retries it twice; its import stays in 'applying')"),
+            ("ReporterErrors", fn_metric("reporter", "Errors"), 1,
+             "the report consumer failed a batch (it is retried from the same record; reports lag meanwhile)"),
+            ("ReporterIteratorAge", fn_metric("reporter", "IteratorAge", "Maximum"), 15 * 60 * 1000,
+             "reports lag the calls by more than 15 minutes (the stream keeps records 24 h)"),
         ]
         for logical in self.tables:
             name = logical.capitalize()

@@ -58,6 +58,8 @@ def model_tables(scope: Construct, prefix: str, production: bool, defer_indexes:
             deletion_protection_enabled=production,
             time_to_live_specification=dynamodb.CfnTable.TimeToLiveSpecificationProperty(
                 attribute_name=ttl, enabled=True) if ttl else None,
+            stream_specification=dynamodb.CfnTable.StreamSpecificationProperty(
+                stream_view_type=model.Meta.stream_view_type) if getattr(model.Meta, "stream_view_type", None) else None,
         )
         table.apply_removal_policy(RemovalPolicy.RETAIN if production else RemovalPolicy.DESTROY)
         tables[logical] = table

@@ -3,7 +3,7 @@
 moto in server mode stands in for DynamoDB, behind one lock so each request is atomic as on AWS (moto
 alone is not). scripts/local_api.py serves the API against it in a process of its own (chalice's local
 gateway, with a listen backlog for a switch lab's load instead of `chalice local`'s 5); threads run the
-hold sweeper every minute and the escrow rebalancer every second (nothing local runs schedules;
+hold sweeper every minute, the escrow rebalancer and the report consumer every second (nothing local runs schedules;
 CASCADE_REBALANCE_TICK=0 runs no rebalancer, so every hold stays on its level's own item). Ctrl-C
 stops everything.
 """
@@ -90,6 +90,17 @@ def rebalancer_loop(stop: threading.Event):
         run(store, run_for=55, sleep=lambda s: stop.wait(s))
 
 
+def reporter_loop(stop: threading.Event):
+    """The report consumer: deployed, a Lambda on the core table's stream; here the stream is read every
+    second and each shard's new records are applied as the Lambda would (entrypoints.reporter)."""
+    from chalicelib.entrypoints.reporter import drain
+    while not stop.wait(1):
+        try:
+            drain()
+        except Exception as exc:   # keep the local stack alive; the next second retries the same records
+            print(f"[reporter] {exc!r}", flush=True)
+
+
 DEMO_DOMAIN = "demo.cascade.local"
 
 
@@ -153,6 +164,7 @@ def main():
     base = f"http://127.0.0.1:{API_PORT}"
     wait_for(base + "/health")
     threading.Thread(target=sweeper_loop, args=(stop,), daemon=True).start()
+    threading.Thread(target=reporter_loop, args=(stop,), daemon=True).start()
     if int(os.environ.get("CASCADE_REBALANCE_TICK", "1")) > 0:      # 0: no escrow (every hold on its own item)
         threading.Thread(target=rebalancer_loop, args=(stop,), daemon=True).start()
     key = seed.switch_keys[0]["key"] if seed.switch_keys else "<no key in seed>"

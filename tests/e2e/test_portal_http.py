@@ -99,6 +99,29 @@ def test_a_reseller_signs_up_a_client_pays_it_and_the_client_calls(stack):
         call(base, "GET", "/accounts/no-such-account", token=own["access_token"])
 
 
+def test_an_inbound_call_reaches_the_month_report_through_the_streams_consumer(stack):
+    """make run reads the table's stream every second, as the deployed reporter Lambda does."""
+    import time
+    base, token = stack.base, sign_in(stack, "reseller")["access_token"]
+    month = time.strftime("%Y-%m", time.gmtime())
+
+    def atlas_dids():
+        status, report = call(base, "GET", f"/accounts/atlas/reports/dids?month={month}", token=token)
+        assert status == 200, report
+        return {r["number"]: r for r in report["items"]}
+    before = atlas_dids()["15550100100"]["calls"]
+    status, grant = call(base, "POST", "/authorize", {"direction": "inbound", "destination": "+15550100100",
+                                                       "call_id": "e2e-inbound-1"}, headers={"X-Api-Key": KEY})
+    assert status == 200 and grant["client_id"] == "acme", grant
+    assert call(base, "POST", "/calls/e2e-inbound-1/complete", {"billsec": 30, "disposition": "ANSWERED"},
+                headers={"X-Api-Key": KEY})[0] == 200
+    deadline = time.time() + 20
+    while atlas_dids()["15550100100"]["calls"] == before and time.time() < deadline:
+        time.sleep(0.5)
+    row = atlas_dids()["15550100100"]
+    assert row["calls"] == before + 1 and Decimal(row["cost"]) >= Decimal("0.004"), row
+
+
 def test_password_reset_by_the_mail_moto_holds_and_sign_out(stack):
     base = stack.base
     # GIVEN the client asks for a reset

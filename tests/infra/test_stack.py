@@ -162,15 +162,16 @@ def _model_indexes(logical: str) -> set:
 
 
 def _policies_by_role(template: Template) -> dict:
-    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper", "Rebalancer", "Importer")}
+    return {role: _policy_of(template, role) for role in ("Api", "Switch", "Sweeper", "Rebalancer", "Importer",
+                                                          "Reporter")}
 
 
 def test_each_function_has_its_own_role_with_only_the_tables_it_uses(synthesized):
     template, _ = synthesized["prod"]
     functions = resources(template, "AWS::Serverless::Function")
     roles = {name: json.dumps(f["Properties"]["Role"]) for name, f in functions.items()}
-    assert set(roles) == {"APIHandler", "Switch", "Sweeper", "Rebalancer", "Importer"}
-    assert len(set(roles.values())) == 5                      # no shared role
+    assert set(roles) == {"APIHandler", "Switch", "Sweeper", "Rebalancer", "Importer", "Reporter"}
+    assert len(set(roles.values())) == 6                      # no shared role
     assert "SwitchRole" in roles["Switch"] and "SweeperRole" in roles["Sweeper"] and "ApiRole" in roles["APIHandler"]
     assert "RebalancerRole" in roles["Rebalancer"]
     assert not [r for r in resources(template, "AWS::IAM::Role") if "DefaultRole" in r]   # Chalice's broad role is gone
@@ -528,3 +529,30 @@ def test_rate_decks_have_a_private_bucket_the_portal_signs_for_and_only_the_impo
     assert len(invoke) == 1 and "cascade-prod-importer" in json.dumps(invoke[0]["Resource"])
     importer = _dynamodb_tables(policies["Importer"])
     assert set(importer) == {"CoreTable"} and "dynamodb:Scan" not in importer["CoreTable"]
+
+
+def test_the_reporter_reads_only_billed_calls_from_the_core_stream_in_order_and_never_bisects(synthesized):
+    """report_store's exactly-once marks need a retried batch to start where the failed one did."""
+    from infra.stack import REPORTER_FILTER
+    template, _ = synthesized["prod"]
+    core = resources(template, "AWS::DynamoDB::Table")["CoreTable"]["Properties"]
+    assert core["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    (mapping,) = resources(template, "AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["FunctionName"] == "cascade-prod-reporter" and props["EventSourceArn"] == {
+        "Fn::GetAtt": ["CoreTable", "StreamArn"]}
+    assert (props["BisectBatchOnFunctionError"], props["ParallelizationFactor"], props["MaximumRetryAttempts"]) == \
+        (False, 1, -1)
+    assert json.loads(props["FilterCriteria"]["Filters"][0]["Pattern"]) == REPORTER_FILTER
+    assert any("ReporterRoleDefaultPolicy" in d for d in mapping["DependsOn"])
+    # the filter lets through what stream.billed_calls keeps
+    from chalicelib.adapters.dynamo.stream import billed_calls
+    assert billed_calls([{"dynamodb": {"NewImage": {"kind": {"S": "account"}, "status": {"S": "done"}},
+                                       "SequenceNumber": "1"}}]) == []
+    reporter = _dynamodb_tables(_policy_of(template, "Reporter"))
+    assert set(reporter) == {"CoreTable", "CoreTable/StreamArn"} or set(reporter) >= {"CoreTable"}
+    assert not {"dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:Scan"} & reporter["CoreTable"]
+    stream_grants = [s for s in _policy_of(template, "Reporter") if "dynamodb:GetRecords" in _listed(s["Action"])]
+    assert len(stream_grants) == 1 and "StreamArn" in json.dumps(stream_grants[0]["Resource"])
+    alarms = {a["Properties"]["AlarmName"] for a in resources(template, "AWS::CloudWatch::Alarm").values()}
+    assert {"cascade-prod-ReporterErrors", "cascade-prod-ReporterIteratorAge"} <= alarms
