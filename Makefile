@@ -25,10 +25,11 @@ e2e: $(STAMP)   ## real SIP calls: sipp -> Kamailio (integrations/kamailio) -> t
 	scripts/install_switch_tools.sh
 	CASCADE_REQUIRE_SWITCH_TOOLS=1 $(PY) -m pytest -q tests/e2e/test_kamailio.py tests/integration/test_switch_recipes.py
 
-bench: $(STAMP) ## round trips, units and $ per call, import ratio; the contention simulation; a 100,000-row deck import (each ends with a JSON line)
+bench: $(STAMP) ## round trips, units and $ per call, import ratio; the contention simulation; a 100,000-row deck import; a 1,000,000-call month's reports (each ends with a JSON line)
 	$(PY) bench/bench.py
 	$(PY) bench/simulate.py
 	$(PY) bench/deck_import.py
+	$(PY) bench/reports.py
 
 synth: $(STAMP) ## CloudFormation for STAGE into infra/cdk.out, offline (no AWS credentials), then cfn-lint
 	rm -rf infra/cdk.out

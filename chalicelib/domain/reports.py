@@ -101,6 +101,13 @@ def contributions(call: BilledCall) -> Dict[Key, Totals]:
     return out
 
 
+def leaf_key(call: BilledCall) -> Optional[Key]:
+    """The row only this call's client adds to: its parent's row about it."""
+    if len(call.levels) < 2:
+        return None
+    return call.levels[1].account_id, month_of(call.billed_at), CHILD + call.levels[0].account_id
+
+
 def add_up(items: Iterable[Tuple[str, Totals]]) -> Dict[str, Totals]:
     """Rows read back (row name, totals of one shard) -> one total per row name."""
     out: Dict[str, Totals] = {}

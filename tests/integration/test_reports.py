@@ -120,7 +120,7 @@ def test_a_record_delivered_again_or_a_longer_retry_is_counted_once(portal, clie
               and (r["dynamodb"].get("OldImage") or {}).get("status", {}).get("S") != "done"]
     assert len(billed) == 6
     stats = reporter.handle(billed)
-    assert (stats["skipped"], stats["runs"]) == (5, 1)
+    assert (stats["skipped"], stats["runs"]) == (5, 2)          # its client row, and the shared rows
     after = figures(portal, "admin", "admin")["totals"]
     assert after["calls"] == before["calls"] + 1
     assert reporter.handle(billed)["runs"] == 0 and figures(portal, "admin", "admin")["totals"] == after
@@ -186,3 +186,70 @@ def test_bad_months_and_filters_are_400_and_write_nothing(portal):
         status, body = portal("admin", "GET", path)
         assert (status, body.get("field")) == (400, field), path
     assert table_snapshot() == before
+
+
+def _synthetic(n, start=0):
+    from chalicelib.domain.reports import BilledCall, LevelCharge
+    out = []
+    for i in range(start, start + n):
+        client, reseller = f"c{i % 7}", f"r{i % 2}"
+        cost = Decimal(i % 5) / 10
+        out.append((f"{10 ** 20 + i}", BilledCall(
+            call_id=f"x{i}", billed_at="2026-11-05T10:00:00.000Z", billsec=i % 5 * 60, answered=bool(i % 5),
+            levels=(LevelCharge(client, cost * 3, Decimal(0)), LevelCharge(reseller, cost * 2, Decimal("0.01")),
+                    LevelCharge("admin", cost, Decimal(0))), did="15550100100" if i % 4 == 0 else None)))
+    return out
+
+
+def _stored_rows():
+    from chalicelib.adapters.dynamo.models import CoreItem, ReportRowItem
+    from chalicelib.adapters.dynamo.report_store import _parse_sk, _totals
+    out = {}
+    for item in CoreItem.scan(CoreItem.kind == ReportRowItem, consistent_read=True):
+        key = (item.pk[4:], _parse_sk(item.sk)[1])
+        out[key] = out.get(key, (0, Decimal(0), Decimal(0)))
+        t = _totals(item)
+        out[key] = (out[key][0] + t.calls, out[key][1] + t.revenue, out[key][2] + t.cost)
+    return out
+
+
+def _expected(records):
+    from chalicelib.domain.reports import contributions
+    out = {}
+    for _, call in records:
+        for (account, _, row), t in contributions(call).items():
+            had = out.get((account, row), (0, Decimal(0), Decimal(0)))
+            out[(account, row)] = (had[0] + t.calls, had[1] + t.revenue, had[2] + t.cost)
+    return out
+
+
+def test_a_consumer_that_crashes_between_transactions_and_is_retried_counts_every_call_once(aws, monkeypatch):
+    """Small transactions (4 rows) so a batch is many; the commit fails now and then, as a Lambda that
+    times out or loses its connection would; the batch is delivered again (then longer) until it passes."""
+    from chalicelib.adapters.dynamo import report_store
+    from chalicelib.adapters.dynamo.store import DynamoStore
+    from chalicelib.adapters.dynamo.writes import Tx
+    monkeypatch.setattr(report_store, "RUN_ITEMS", 4)
+    original, commits = Tx.commit, {"n": 0}
+
+    def flaky(self, connection_of, what):
+        commits["n"] += 1
+        if commits["n"] % 5 == 0:
+            raise RuntimeError("the Lambda died here")
+        return original(self, connection_of, what)
+    monkeypatch.setattr(Tx, "commit", flaky)
+    store = DynamoStore()
+    batch = _synthetic(40)
+    failures = 0
+    for attempt in range(100):
+        records = batch if attempt == 0 else batch + _synthetic(10, start=40)   # retries carry more
+        try:
+            store.apply_calls(records)
+            break
+        except RuntimeError:
+            failures += 1
+    assert failures >= 2
+    assert _stored_rows() == _expected(batch + _synthetic(10, start=40))
+    monkeypatch.setattr(Tx, "commit", original)
+    store.apply_calls(batch + _synthetic(10, start=40))      # once more, whole: nothing changes
+    assert _stored_rows() == _expected(batch + _synthetic(10, start=40))

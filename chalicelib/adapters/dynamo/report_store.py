@@ -2,14 +2,16 @@
 
     REP#<account>   <month>#<row>#<k>   report_row   calls, answered, seconds, revenue, cost, commission
     REP#<account>   <month>#M           report_money m_<kind>: the wallet's non-call movements that month
-    REPSEQ#<seq>    #                   report_mark  a run of stream records already applied (ttl 3 days)
+    REPSEQ#<mark>   #                   report_mark  records already applied, up to ``last`` (ttl 3 days)
 
 Exactly once, without knowing the stream shard (Lambda does not say): a batch from one shard is applied in
-runs of consecutive records, each run one transaction with a mark keyed by its first record's sequence
-number (unique in the stream) holding its last. A retried batch starts at the same record, in the same
-order (the shard's order; the event source mapping must not bisect batches): a run whose mark exists
-is skipped up to the last record it applied, the rest is applied in new runs. ``k`` spreads the hot
-rows (the admin's, a top reseller's) over ROW_SHARDS items: the run's mark picks it.
+transactions, each with a mark named after the first stream record it covers (sequence numbers are unique
+in a stream) and holding the last. A retried batch starts at the same record, in the same order (the
+shard's order; the event source mapping must not bisect batches), perhaps with more records after: what a
+mark covers is skipped, the rest is applied under new marks. Client rows go in runs of consecutive records
+(``L#<seq>``); the rows many calls share are added up over the batch and written once per batch
+(``S#<seq>#<part>``, as many parts as 99-row transactions need). ``k`` spreads hot rows (the admin's, a
+top reseller's) over ROW_SHARDS items; the mark's name picks it.
 
 Access patterns: an account's month is one Query (pk REP#<account>, begins_with(sk, "<month>#")); its
 children's rows a Query on begins_with "<month>#C#", paged.
@@ -22,7 +24,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.domain.ledger import ENTRY_KINDS
-from chalicelib.domain.reports import ROW_SHARDS, BilledCall, Key, Money, Totals, add_up, batches, contributions
+from chalicelib.domain.reports import (ROW_SHARDS, BilledCall, Key, Money, Totals, add_up, batches, contributions,
+                                      leaf_key)
 
 from .keys import ROOT
 from .models import CoreItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
@@ -84,48 +87,78 @@ class ReportStore:
     # --- writing: the stream consumer ------------------------------------------------------------
 
     def apply_calls(self, records: Sequence[Tuple[str, BilledCall]], now: Optional[float] = None) -> dict:
-        """Apply (sequence number, call) records of one shard, in order, exactly once. Returns counts."""
-        now = time.time() if now is None else now
-        deltas = [contributions(call) for _, call in records]
+        """Apply (sequence number, call) records of one shard, in order, exactly once. Returns counts.
+
+        Two passes, each with its own marks. Client rows (one per call: its parent's row about it) go in
+        runs of consecutive records. The shared rows (totals, resellers' rows about resellers, DIDs) are
+        added up over the rest of the batch and written once, in as many transactions as they need: a
+        hot row is written once per batch, not once per run."""
+        expires = int(time.time() if now is None else now) + MARK_DAYS * 86400
+        leaves, shared = [], []
+        for _, call in records:
+            delta = contributions(call)
+            leaf = leaf_key(call)
+            leaves.append({k: v for k, v in delta.items() if k == leaf})
+            shared.append({k: v for k, v in delta.items() if k != leaf})
         stats = {"records": len(records), "skipped": 0, "runs": 0, "rows": 0}
+        self._runs(records, leaves, expires, stats)
+        self._groups(records, shared, expires, stats)
+        return stats
+
+    def _runs(self, records, deltas, expires: int, stats: dict) -> None:
         i = 0
         while i < len(records):
-            mark = self._mark(records[i][0])
-            if mark is not None:
-                j = i
-                while j < len(records) and _seq(records[j][0]) <= _seq(mark):
-                    j += 1
+            last = self._mark(f"L#{records[i][0]}")
+            if last is not None:
+                j = _after(records, i, last)
                 stats["skipped"] += j - i
                 i = j
                 continue
-            start, end = batches(deltas[i:], lambda d: list(d), RUN_ITEMS)[0]
+            _, end = batches(deltas[i:], lambda d: list(d), RUN_ITEMS)[0]
             end += i
-            run = {}
-            for delta in deltas[i:end]:
-                for key, totals in delta.items():
-                    run.setdefault(key, Totals()).add(totals)
-            shard = zlib.crc32(records[i][0].encode()) % ROW_SHARDS
-            tx = Tx().put(("mark", records[i][0]),
-                          ReportMarkItem(*mark_key(records[i][0]), last=records[end - 1][0],
-                                         ttl=int(now) + MARK_DAYS * 86400),
-                          condition=ReportMarkItem.pk.does_not_exist())
-            for key, totals in sorted(run.items()):
-                item, actions = row_update(key, shard, totals)
-                tx.update(("row", key), item, actions)
-            try:
-                tx.commit(self._conn, f"report run {records[i][0]}")
-            except TransactWriteError as exc:
-                if ("mark", records[i][0]) in tx.refused(exc):
-                    continue            # applied meanwhile (a duplicate delivery): read the mark again
-                raise
-            stats["runs"] += 1
-            stats["rows"] += len(run)
-            i = end
-        return stats
+            if self._commit(f"L#{records[i][0]}", records[end - 1][0], _summed(deltas[i:end]), records[i][0],
+                            expires, stats):
+                i = end
 
-    def _mark(self, sequence: str) -> Optional[str]:
+    def _groups(self, records, deltas, expires: int, stats: dict) -> None:
+        i = 0
+        while i < len(records):
+            last = self._mark(f"S#{records[i][0]}#0")
+            end = _after(records, i, last) if last is not None else len(records)
+            rows = sorted(_summed(deltas[i:end]).items())
+            parts = [rows[k:k + RUN_ITEMS] for k in range(0, len(rows), RUN_ITEMS)] or [[]]
+            for k, part in enumerate(parts):
+                name = f"S#{records[i][0]}#{k}"
+                if k and self._mark(name) is not None:
+                    continue
+                if k == 0 and last is not None:
+                    continue
+                if not self._commit(name, records[end - 1][0], dict(part), f"{records[i][0]}#{k}", expires, stats):
+                    return self._groups(records[i:], deltas[i:], expires, stats)   # applied meanwhile: again
+            i = end
+
+    def _commit(self, name: str, last: str, rows: Dict[Key, Totals], spread: str, expires: int, stats: dict) -> bool:
+        """One transaction: the mark ``name`` (covering records up to ``last``) and the rows. False when
+        the mark was written meanwhile (a duplicate delivery)."""
+        shard = zlib.crc32(spread.encode()) % ROW_SHARDS
+        tx = Tx().put(("mark", name), ReportMarkItem(*mark_key(name), last=last, ttl=expires),
+                      condition=ReportMarkItem.pk.does_not_exist())
+        for key, totals in sorted(rows.items()):
+            item, actions = row_update(key, shard, totals)
+            tx.update(("row", key), item, actions)
         try:
-            return ReportMarkItem.get(*mark_key(sequence), consistent_read=True).last
+            tx.commit(self._conn, f"report {name}")
+        except TransactWriteError as exc:
+            if ("mark", name) in tx.refused(exc):
+                return False
+            raise
+        stats["runs"] += 1
+        stats["rows"] += len(rows)
+        return True
+
+    def _mark(self, name: str) -> Optional[str]:
+        try:
+            return ReportMarkItem.get(*mark_key(name), consistent_read=True).last
         except ReportMarkItem.DoesNotExist:
             return None
 
@@ -176,6 +209,22 @@ class ReportStore:
 
 def _seq(sequence: str) -> int:
     return int(sequence)
+
+
+def _after(records, i: int, last: str) -> int:
+    """The index of the first record after ``last`` (a mark's), from ``i`` on."""
+    j = i
+    while j < len(records) and _seq(records[j][0]) <= _seq(last):
+        j += 1
+    return j
+
+
+def _summed(deltas) -> Dict[Key, Totals]:
+    out: Dict[Key, Totals] = {}
+    for delta in deltas:
+        for key, totals in delta.items():
+            out.setdefault(key, Totals()).add(totals)
+    return out
 
 
 def _totals(item) -> Totals:
