@@ -77,12 +77,13 @@ PORTAL_ACCESS = {
     "journal": Access(("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
                        "dynamodb:DescribeTable"), indexes=ALL_INDEXES),
 }
-# The importer applies a large deck (services.portal_tariffs.run_import): it reads the tariff, its import
-# item and its rate groups (by Query on core itself), and writes regions in transactions.
+# The importer runs the background tasks. A large deck (services.portal_tariffs.run_import): it reads the
+# tariff, its import item and its rate groups (by Query on core itself), and writes regions in transactions.
+# A CDR export (services.portal_reports.run_cdr_export): it lists calls on the CDR indexes and reads them.
 IMPORTER_ACCESS = {
     "core": Access(("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem",
                     "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem",
-                    "dynamodb:DescribeTable")),
+                    "dynamodb:DescribeTable"), indexes=("client_calls", "tree_calls")),
 }
 # The report consumer reads the core table's stream (granted on the stream itself, below), reads its run
 # marks and writes marks and report rows in transactions.
@@ -284,6 +285,9 @@ class CascadeStack(Stack):
         if fn == "importer":
             role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"],
                                                    resources=[self.decks.arn_for_objects("imports/*")]))
+            # CDR exports are uploaded in parts as they are written.
+            role.add_to_policy(iam.PolicyStatement(actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                                   resources=[self.decks.arn_for_objects("exports/*")]))
         if portal:
             # Presigned uploads are signed by this role (PutObject on imports/), it checks an upload is
             # there (HeadObject needs GetObject), writes large exports and signs their download URLs.

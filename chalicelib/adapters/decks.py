@@ -87,9 +87,40 @@ def put_export(lines: Iterable[str], filename: str) -> str:
     return _s3().generate_presigned_url("get_object", Params={"Bucket": bucket(), "Key": key}, ExpiresIn=URL_SECONDS)
 
 
+class _LineReader:
+    """A file-like view of an iterator of text lines, read in chunks by boto3's multipart upload: the
+    whole file is never held (each part is 8 MB)."""
+
+    def __init__(self, lines: Iterable[str]):
+        self._lines, self._buffer = iter(lines), b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            try:
+                self._buffer += next(self._lines).encode("utf-8")
+            except StopIteration:
+                break
+        if size < 0:
+            size = len(self._buffer)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+def put_stream(lines: Iterable[str], key: str, filename: str) -> None:
+    """Upload a CSV as it is produced (multipart, 8 MB parts)."""
+    _s3().upload_fileobj(_LineReader(lines), bucket(), key, ExtraArgs={
+        "ContentType": "text/csv; charset=utf-8", "ContentDisposition": f'attachment; filename="{filename}"'})
+
+
+def download_url(key: str) -> str:
+    return _s3().generate_presigned_url("get_object", Params={"Bucket": bucket(), "Key": key}, ExpiresIn=URL_SECONDS)
+
+
 class S3Decks:
     """The services' port onto this module (bootstrap.Container.decks)."""
     upload_form = staticmethod(upload_form)
     uploaded = staticmethod(uploaded)
     deck_lines = staticmethod(deck_lines)
     put_export = staticmethod(put_export)
+    put_stream = staticmethod(put_stream)
+    download_url = staticmethod(download_url)

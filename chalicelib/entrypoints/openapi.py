@@ -284,6 +284,12 @@ SCHEMAS: Dict[str, dict] = {
         "sell": dict(MONEY_OUT_OR_NULL, description="what its child paid it (null for a client)"),
         "commission": MONEY_OUT, "profit": dict(MONEY_OUT_OR_NULL, description="sell - buy + commission"),
         "late": {"type": "boolean"}, "over_max": {"type": "boolean"}}),
+    "CdrExport": _object({
+        "id": STR, "account_id": STR, "status": {"type": "string", "enum": ["queued", "writing", "done", "failed"]},
+        "filters": {"type": "object", "description": "as sent (GET .../cdrs's filters)"},
+        "rows": {"type": "integer", "description": "CDRs written (when done)"}, "error": STR_OR_NULL,
+        "download_url": dict(STR_OR_NULL, description="when done: the CSV, a presigned URL valid 15 minutes"),
+        "created_at": STR, "updated_at": STR_OR_NULL}),
     "CdrPage": _object({"items": {"type": "array", "items": _ref("Cdr")}, "next_cursor": STR_OR_NULL}),
     "Figures": _object({
         "calls": {"type": "integer"}, "answered": {"type": "integer"}, "seconds": {"type": "integer"},
@@ -351,6 +357,8 @@ RESPONSES: Dict[Tuple[str, str], str] = {
     ("post", "/accounts/{account_id}/dids/{number}/unassign"): "Did",
     ("get", "/accounts/{account_id}/dids/{number}/history"): "DidHistory",
     ("get", "/accounts/{account_id}/cdrs"): "CdrPage",
+    ("post", "/accounts/{account_id}/cdrs/exports"): "CdrExport",
+    ("get", "/accounts/{account_id}/cdrs/exports/{export_id}"): "CdrExport",
     ("get", "/accounts/{account_id}/reports/monthly"): "MonthlyReport",
     ("get", "/accounts/{account_id}/reports/sub-accounts"): "SubAccountsReport",
     ("get", "/accounts/{account_id}/reports/dids"): "DidReport",

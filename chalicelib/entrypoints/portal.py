@@ -21,10 +21,11 @@ from chalicelib.domain.money import NotMoney, money
 from chalicelib.domain.rate_deck import DeckInvalid
 from chalicelib.domain.tariffs import GroupTooLarge
 from chalicelib.services.ports import AlreadyExists, BadCursor, StoreBusy
-from chalicelib.services.portal import (Conflict, Forbidden, InvalidInput, NoSuchDid, NoSuchImport, NoSuchTariff,
-                                       NotFound, Portal)
+from chalicelib.services.portal import (Conflict, Forbidden, InvalidInput, NoSuchDid, NoSuchExport, NoSuchImport,
+                                       NoSuchTariff, NotFound, Portal)
 
 from . import metrics
+from .cdr_csv import cdr_view, csv_lines
 from .portal_guard import principal_of
 
 log = logging.getLogger("cascade.portal")
@@ -38,6 +39,7 @@ NOT_FOUND = {"error": "not_found", "message": "no such account"}
 NO_TARIFF = {"error": "not_found", "message": "no such tariff"}
 NO_IMPORT = {"error": "not_found", "message": "no such import"}
 NO_DID = {"error": "not_found", "message": "no such DID"}
+NO_EXPORT = {"error": "not_found", "message": "no such export"}
 IDENTITY_STATUS = {"invalid_request": 400, "weak_password": 400, "invalid_token": 401, "forbidden": 403,
                    "email_taken": 409, "login_exists": 409}
 
@@ -334,6 +336,8 @@ def portal_route(path: str, method: str, summary: str, body: Optional[dict] = No
                 return _json(404, NO_IMPORT)
             except NoSuchDid:
                 return _json(404, NO_DID)
+            except NoSuchExport:
+                return _json(404, NO_EXPORT)
             except Forbidden as exc:
                 return _error(403, exc.code, exc.message)
             except Conflict as exc:
@@ -631,51 +635,6 @@ CDR_FILTERS = {"since": DAY, "until": DAY, "account": ID, "prefix": {"type": "st
 CDR_QUERY = dict(CDR_FILTERS, limit={"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                  cursor={"type": "string", "maxLength": 4096})
 MONTH_QUERY = dict(PAGE, month={"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])$"})
-CDR_COLUMNS = ("billed_at", "call_id", "client_id", "direction", "destination", "prefix", "destination_name",
-               "disposition", "billsec", "billed_seconds", "buy", "sell", "commission", "profit", "late")
-
-
-def cdr_view(view) -> dict:
-    """One call at the viewing account's level: what it paid (buy) and, above a client, what its child
-    paid it (sell) and its profit. Nothing priced above the account."""
-    return {"id": view.cdr_id.split("#", 1)[1], "call_id": view.call_id, "billed_at": view.cdr_id.split("#", 1)[0],
-            "started_at": _iso(view.started_at), "client_id": view.client_id, "direction": view.direction,
-            "destination": view.destination, "prefix": view.prefix, "destination_name": view.destination_name,
-            "disposition": view.disposition, "billsec": view.billsec, "billed_seconds": view.billed_seconds,
-            "buy": view.buy, "sell": view.sell, "commission": view.commission, "profit": view.profit,
-            "late": bool(view.late), "over_max": view.over_max}
-
-
-def _cell(value) -> str:
-    """A CSV cell; text a switch or a person chose never starts a spreadsheet formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text) else text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        Decimal(text)
-        return True
-    except ArithmeticError:
-        return False
-
-
-def _csv_lines(rows_pages):
-    import csv
-    import io
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CDR_COLUMNS)
-    yield buffer.getvalue()
-    for _, rows in rows_pages:
-        for view in rows:
-            buffer.seek(0)
-            buffer.truncate()
-            row = cdr_view(view)
-            writer.writerow([_cell(row[c]) for c in CDR_COLUMNS])
-            yield buffer.getvalue()
-
-
 @portal_route("/accounts/{account_id}/cdrs", "GET", "Calls of the account's subtree at its level, newest first",
               query=CDR_QUERY, tag="reports")
 def list_cdrs(p: Portal, principal, account_id, query, **_):
@@ -695,7 +654,32 @@ def export_cdrs(p: Portal, principal, account_id, query, **_):
     pages = p.cdr_pages(principal, account_id, query)
     first = next(pages)                      # the wall and the filters are checked before any byte is sent
     import itertools
-    return _csv(p, _csv_lines(itertools.chain([first], pages)), f"{account_id}-cdrs.csv")
+    return _csv(p, csv_lines(itertools.chain([first], pages)), f"{account_id}-cdrs.csv")
+
+
+EXPORT_BODY = {"type": "object", "additionalProperties": False, "properties": CDR_FILTERS}
+
+
+def export_view(job, url) -> dict:
+    return {"id": job.id, "account_id": job.account_id, "status": job.status, "filters": job.filters,
+            "rows": job.rows, "error": job.error, "download_url": url, "created_at": job.created_at,
+            "updated_at": job.updated_at}
+
+
+@portal_route("/accounts/{account_id}/cdrs/exports", "POST",
+              "Export the CDRs of a large period to a CSV file, by a background task", body=EXPORT_BODY, ok=202,
+              tag="reports")
+def open_cdr_export(p: Portal, principal, account_id, data, **_):
+    """The same filters as GET .../cdrs (a JSON body). The task reads the CDRs a page at a time as the
+    caller may see them and uploads the CSV as it goes; poll GET .../cdrs/exports/{export_id} until
+    ``status`` is done (``download_url``, valid 15 minutes; the file is kept 2 days) or failed."""
+    return export_view(p.open_cdr_export(principal, account_id, data), None)
+
+
+@portal_route("/accounts/{account_id}/cdrs/exports/{export_id}", "GET", "A CDR export's progress and its file",
+              tag="reports")
+def cdr_export_status(p: Portal, principal, account_id, export_id, **_):
+    return export_view(*p.cdr_export(principal, account_id, export_id))
 
 
 @portal_route("/accounts/{account_id}/reports/monthly", "GET",

@@ -20,7 +20,7 @@ from chalicelib.domain.identity import normalise_email
 from chalicelib.domain.ledger import Movement
 
 from .portal_dids import DidCases, NoSuchDid  # noqa: F401
-from .portal_reports import ReportCases
+from .portal_reports import NoSuchExport, ReportCases  # noqa: F401
 from .portal_tariffs import TariffCases
 from .ports import DuplicateEntry, Refused
 from .records import Route

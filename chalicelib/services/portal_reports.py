@@ -17,11 +17,18 @@ from chalicelib.domain.dids import Did
 from chalicelib.domain.money import ZERO
 from chalicelib.domain.reports import CHILD, DID, TOTAL
 
+from .ports import CdrExport
+
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+EXPORT_ID = re.compile(r"^exp_[0-9a-f]{24}$")
+
+
+class NoSuchExport(Exception):
+    """No CDR export of that id for that account."""
 
 
 class ReportCases:
-    """Needs ``store``, ``clock`` and ``walled`` from Portal."""
+    """Needs ``store``, ``clock``, ``decks``, ``jobs``, ``walled`` and ``_now_iso`` from Portal."""
 
     def _month(self, month: Optional[str]) -> str:
         from .portal import InvalidInput
@@ -63,6 +70,57 @@ class ReportCases:
         while cursor:
             viewer, rows, cursor = self.cdrs(principal, account_id, filters, page, cursor)
             yield viewer, rows
+
+    # --- large exports: a background task writes the CSV to S3 -----------------------------------
+
+    def open_cdr_export(self, principal: Principal, account_id: str, filters: dict) -> CdrExport:
+        """Queue an export of every CDR the filters select (checked now, as the listing checks them)."""
+        from .portal import new_id
+        viewer, _, _ = self.cdrs(principal, account_id, filters, 1, None)
+        job = CdrExport(id=new_id("exp_"), account_id=viewer.id, by=principal.account_id,
+                        filters={k: v for k, v in filters.items() if v is not None}, status="queued",
+                        created_at=self._now_iso())
+        self.store.create_export(job, self.clock())
+        self.jobs.start_export(job.id)
+        return self.store.export_job(job.id)
+
+    def cdr_export(self, principal: Principal, account_id: str, export_id: str) -> Tuple[CdrExport, Optional[str]]:
+        """The export and, once it is done, a download URL valid 15 minutes."""
+        account = self.walled(principal, account_id)
+        job = self.store.export_job(export_id) if isinstance(export_id, str) and EXPORT_ID.match(export_id) else None
+        if job is None or job.account_id != account.id:
+            raise NoSuchExport(export_id)
+        return job, self.decks.download_url(job.object_key) if job.status == "done" else None
+
+    def run_cdr_export(self, export_id: str, render) -> Optional[CdrExport]:
+        """The background task: pages of 1,000 CDRs read as the account that asked would read them, turned
+        into CSV by ``render`` and uploaded as they come (never the whole file in memory). Run again after
+        a crash, it writes the file again from the start."""
+        from .portal import InvalidInput, NotFound
+        job = self.store.export_job(export_id)
+        if job is None or job.status not in ("queued", "writing"):
+            return job
+        self.store.update_export(job.id, status="writing", updated_at=self._now_iso())
+        asker = self.store.account(job.by)
+        rows = [0]
+
+        def counted(pages):
+            for viewer, page in pages:
+                rows[0] += len(page)
+                yield viewer, page
+        try:
+            if asker is None:
+                raise NotFound(job.by)
+            principal = Principal(asker.id, asker.role, asker.path, status=asker.status)
+            key = f"exports/{job.id}.csv"
+            self.decks.put_stream(render(counted(self.cdr_pages(principal, job.account_id, job.filters))), key,
+                                  f"{job.account_id}-cdrs.csv")
+        except (NotFound, InvalidInput) as exc:
+            self.store.update_export(job.id, status="failed", error=f"no longer allowed: {exc}",
+                                     updated_at=self._now_iso())
+            return self.store.export_job(job.id)
+        self.store.update_export(job.id, status="done", rows=rows[0], object_key=key, updated_at=self._now_iso())
+        return self.store.export_job(job.id)
 
     # --- the month in figures ------------------------------------------------------------------------
 

@@ -62,6 +62,21 @@ class ImportJob:
     updated_at: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class CdrExport:
+    """CDRs written to S3 as CSV by a background task (services.portal_reports)."""
+    id: str
+    account_id: str
+    by: str                           # the account that asked: the export sees what it may see
+    filters: dict
+    status: str                       # queued, writing, done, failed
+    created_at: str
+    rows: int = 0
+    object_key: Optional[str] = None
+    error: Optional[str] = None
+    updated_at: Optional[str] = None
+
+
 class BadCursor(ValueError):
     """A pagination cursor this store did not hand out (malformed, or of another list)."""
 

@@ -520,15 +520,18 @@ def test_rate_decks_have_a_private_bucket_the_portal_signs_for_and_only_the_impo
             assert "CASCADE_DECK_BUCKET" not in json.dumps(functions[name]["Properties"].get("Environment", {}))
     template, _ = synthesized["prod"]
     policies = _policies_by_role(template)
-    assert _s3_grants(policies["Importer"]) == {"s3:GetObject": ["/imports/*"]}
+    assert _s3_grants(policies["Importer"]) == {"s3:GetObject": ["/imports/*"], "s3:PutObject": ["/exports/*"],
+                                                "s3:AbortMultipartUpload": ["/exports/*"]}
     assert _s3_grants(policies["Api"]) == {"s3:PutObject": ["/imports/*", "/exports/*"],
                                            "s3:GetObject": ["/imports/*", "/exports/*"]}
-    for role in ("Switch", "Sweeper", "Rebalancer"):
+    for role in ("Switch", "Sweeper", "Rebalancer", "Reporter"):
         assert _s3_grants(policies[role]) == {}, role
     invoke = [s for s in policies["Api"] if "lambda:InvokeFunction" in _listed(s["Action"])]
     assert len(invoke) == 1 and "cascade-prod-importer" in json.dumps(invoke[0]["Resource"])
     importer = _dynamodb_tables(policies["Importer"])
-    assert set(importer) == {"CoreTable"} and "dynamodb:Scan" not in importer["CoreTable"]
+    # decks: core itself; CDR exports: the two CDR indexes, nothing else
+    assert set(importer) == {"CoreTable", "CoreTable/index/client_calls", "CoreTable/index/tree_calls"}
+    assert "dynamodb:Scan" not in importer["CoreTable"]
 
 
 def test_the_reporter_reads_only_billed_calls_from_the_core_stream_in_order_and_never_bisects(synthesized):

@@ -102,6 +102,8 @@ SAMPLES: Dict[str, Callable[[str], Optional[dict]]] = {
     "GET /accounts/{account_id}/dids/{number}/history": lambda target: None,
     "GET /accounts/{account_id}/cdrs": lambda target: None,
     "GET /accounts/{account_id}/cdrs/export": lambda target: None,
+    "POST /accounts/{account_id}/cdrs/exports": lambda target: {"direction": "outbound"},
+    "GET /accounts/{account_id}/cdrs/exports/{export_id}": lambda target: None,
     "GET /accounts/{account_id}/reports/monthly": lambda target: None,
     "GET /accounts/{account_id}/reports/sub-accounts": lambda target: None,
     "GET /accounts/{account_id}/reports/dids": lambda target: None,
@@ -120,6 +122,8 @@ SELF_SERVICE = {"POST /accounts/{account_id}/children", "POST /accounts/{account
                 "POST /accounts/{account_id}/tariffs/{tariff_id}/imports",
                 "POST /accounts/{account_id}/tariffs/{tariff_id}/imports/{import_id}/start",
                 "POST /accounts/{account_id}/dids/{number}/assign", "POST /accounts/{account_id}/dids/{number}/unassign"}
+# POST routes that only read: every account may run them on itself, a client included.
+READS_BY_POST = {"POST /accounts/{account_id}/cdrs/exports"}
 OWN_KEYS = {"POST /accounts/{account_id}/api-keys", "GET /accounts/{account_id}/api-keys",
             "DELETE /accounts/{account_id}/api-keys/{ref}"}
 DELETE_SIP = "DELETE /accounts/{account_id}/sip-users/{username}"
@@ -188,6 +192,8 @@ class World:
         if "{number}" in route["path"]:                # a fresh DID the target holds (unassign: assigned on)
             onward = route["path"].endswith("/unassign") and ROLES[target] != "client"
             params["number"] = self.held_did(target, onward)
+        if "{export_id}" in route["path"]:            # an export of the target's, asked by the admin
+            params["export_id"] = self.queued_export(target)
         if "{ref}" in route["path"]:
             params["ref"] = "000000000000"
             if ROLES[target] != "client":             # a fresh API key of the target's, for each request
@@ -195,6 +201,16 @@ class World:
                 plain = container().identity.create_api_key(target, "to revoke")
                 params["ref"] = re.match(r"cpk_([0-9a-f]+)_", plain).group(1)
         return params
+
+    @staticmethod
+    def queued_export(target: str) -> str:
+        import time
+        from chalicelib.bootstrap import container
+        from chalicelib.services.ports import CdrExport
+        job = CdrExport(id=f"exp_{next(_names):024x}", account_id=target, by="admin", filters={}, status="queued",
+                        created_at="2026-01-01T00:00:00Z")
+        container().store.create_export(job, time.time())
+        return job.id
 
     @staticmethod
     def held_did(target: str, onward: bool) -> str:
@@ -241,8 +257,8 @@ def check(route: dict, target: str, caller: str, status: int, body) -> Optional[
     elif rel == "outsider":
         ok = status == 404 and body == NOT_FOUND
     elif rel == "self":
-        if is_read(route):
-            ok = status == 200
+        if is_read(route) or rk in READS_BY_POST:
+            ok = status == 200 or (rk in READS_BY_POST and status == 202)
         elif rk in SELF_SERVICE:
             ok = (200 <= status < 300) if ROLES[target] != "client" else status in (403, 404)
         else:

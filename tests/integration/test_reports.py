@@ -253,3 +253,30 @@ def test_a_consumer_that_crashes_between_transactions_and_is_retried_counts_ever
     monkeypatch.setattr(Tx, "commit", original)
     store.apply_calls(batch + _synthetic(10, start=40))      # once more, whole: nothing changes
     assert _stored_rows() == _expected(batch + _synthetic(10, start=40))
+
+
+def test_a_large_period_is_exported_by_a_background_task_to_a_file(portal, month_of_calls):
+    """The task runs inline in tests (CASCADE_IMPORTS_INLINE); deployed, the importer Lambda runs it."""
+    job = portal.ok("cumulus", "POST", "/accounts/cumulus/cdrs/exports", {"direction": "outbound"}, status=202)
+    assert job["id"].startswith("exp_") and job["filters"] == {"direction": "outbound"}
+    done = portal.ok("cumulus", "GET", f"/accounts/cumulus/cdrs/exports/{job['id']}")
+    assert done["status"] == "done" and done["rows"] == 3 and done["download_url"]
+    from chalicelib.adapters import decks
+    body = decks._s3().get_object(Bucket=decks.bucket(), Key=f"exports/{job['id']}.csv")["Body"].read().decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    listed = [r for r in portal.ok("cumulus", "GET", "/accounts/cumulus/cdrs?direction=outbound")["items"]]
+    assert [r["call_id"] for r in rows] == [r["call_id"] for r in listed]
+    assert [r["buy"] for r in rows] == [r["buy"] for r in listed]
+    # the wall: another account's export is not found, a client exports only its own
+    assert portal("acme", "GET", f"/accounts/cumulus/cdrs/exports/{job['id']}")[0] == 404
+    assert portal("atlas", "GET", f"/accounts/atlas/cdrs/exports/{job['id']}")[0] == 404
+    status, body = portal("acme", "POST", "/accounts/acme/cdrs/exports", {"account": "cumulus"})
+    assert (status, body["field"]) == (400, "account")
+    own = portal.ok("acme", "POST", "/accounts/acme/cdrs/exports", {}, status=202)
+    assert portal.ok("acme", "GET", f"/accounts/acme/cdrs/exports/{own['id']}")["rows"] == 4
+
+
+def test_a_csv_cell_never_starts_a_formula():
+    from chalicelib.entrypoints.cdr_csv import _cell
+    assert [_cell(v) for v in ("=HYPERLINK(1)", "+1", "-2.5", "@x", "15551230001", None)] == \
+        ["'=HYPERLINK(1)", "+1", "-2.5", "'@x", "15551230001", ""]

@@ -42,6 +42,10 @@ def import_key(job_id: str) -> Tuple[str, str]:
     return f"IMPORT#{job_id}", ROOT
 
 
+def export_key(job_id: str) -> Tuple[str, str]:
+    return f"EXPORT#{job_id}", ROOT
+
+
 def did_key(number: str) -> Tuple[str, str]:
     return f"DID#{number}", ROOT
 

@@ -10,6 +10,7 @@ caller identities, switch keys, tariffs and their rate groups, calls, and the id
     TRF#<id>         #             tariff      header: owner, kind, markup
     TRF#<id>         G#<group>     rate_group  rates whose prefix falls in the group (tariffs.layout)
     IMPORT#<id>      #             import      a deck imported through S3: progress and outcome
+    EXPORT#<id>      #             cdr_export  CDRs exported to S3 by a background task: progress, file
     DID#<number>     #             did         a DID: its holders root first, each with its prices
     DID#<number>     H#<account>   did_holding one holder's place in its DID list (listing DIDS#<account>)
     DID#<number>     LOG#<rev>     did_event   the DID's history: created, assigned, unassigned, closed
@@ -299,6 +300,20 @@ class DidEventItem(CoreItem, discriminator="did_event"):
     receiver_path = UnicodeAttribute()
     prices = JSONTextAttribute(null=True)
     at = UnicodeAttribute()
+
+
+class ExportItem(CoreItem, discriminator="cdr_export"):
+    """EXPORT#<id> / #: a CDR export written to S3 by a background task (services.portal_reports), its
+    progress and where the file is. Expires (``ttl``) 7 days after it was asked for."""
+    account_id = UnicodeAttribute()
+    by = UnicodeAttribute()
+    filters = JSONTextAttribute()
+    status = UnicodeAttribute()         # queued, writing, done, failed
+    rows = NumberAttribute(default=0)
+    object_key = UnicodeAttribute(null=True)
+    error = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute(null=True)
 
 
 class CallItem(CoreItem, discriminator="call"):

@@ -24,13 +24,16 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.domain.ledger import ENTRY_KINDS
+from chalicelib.services.ports import CdrExport
 from chalicelib.domain.reports import (ROW_SHARDS, BilledCall, Key, Money, Totals, add_up, batches, contributions,
                                       leaf_key)
 
 from .keys import ROOT
-from .models import CoreItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
+from .keys import export_key
+from .models import CoreItem, ExportItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
 from .writes import Tx
 
+EXPORT_DAYS = 7
 RUN_ITEMS = 99            # a transaction holds 100 items: the mark and 99 rows
 MARK_DAYS = 3             # longer than a stream keeps records (24 h)
 
@@ -252,3 +255,36 @@ class ReportLookups:
                 found.append((_parse_sk(item.sk)[1], _totals(item)))
         totals = add_up(found)
         return {row: totals.get(row, Totals()) for row in rows}
+
+
+class ExportStore:
+    """CDR exports (services.portal_reports): one item each, read and updated by id."""
+
+    def create_export(self, job: CdrExport, now: float) -> None:
+        ExportItem(*export_key(job.id), account_id=job.account_id, by=job.by, filters=job.filters, status=job.status,
+                   created_at=job.created_at, ttl=int(now) + EXPORT_DAYS * 86400).save(
+            condition=ExportItem.pk.does_not_exist())
+
+    def export_job(self, job_id: str) -> Optional[CdrExport]:
+        try:
+            item = ExportItem.get(*export_key(job_id), consistent_read=True)
+        except ExportItem.DoesNotExist:
+            return None
+        return CdrExport(id=job_id, account_id=item.account_id, by=item.by, filters=dict(item.filters or {}),
+                         status=item.status, rows=int(item.rows or 0), object_key=item.object_key, error=item.error,
+                         created_at=item.created_at, updated_at=item.updated_at)
+
+    def update_export(self, job_id: str, expect_status: Optional[Sequence[str]] = None, **values) -> bool:
+        from pynamodb.exceptions import UpdateError
+        from chalicelib.services.ports import StoreBusy
+        actions = [getattr(ExportItem, k).set(v) for k, v in values.items() if v is not None]
+        condition = ExportItem.pk.exists()
+        if expect_status:
+            condition &= ExportItem.status.is_in(*expect_status)
+        try:
+            ExportItem(*export_key(job_id)).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                return False
+            raise StoreBusy(str(exc)) from exc
+        return True
