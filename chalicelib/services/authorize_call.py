@@ -114,16 +114,10 @@ def authorize_call(store: SwitchStore, request: AuthorizeRequest, key_hash: str,
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
             return Denied(decision.reason, decision.account_id, retries=attempt - (1 if refreshed else 0))
         call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id, chain)
-        try:
-            store.place_holds(call, (found.identity, route) if refreshed else None)
-        except DuplicateCall:
-            # A concurrent request with this id wrote first: a repeat of ours, or someone else's.
-            existing, _ = store.find_call(request.call_id, None)
-            return _repeat(existing, switch_id, route.client_id, number)
-        except Refused as refusal:
-            log.info("call %s: %s (attempt %d), re-reading", request.call_id, refusal, attempt + 1)
-            continue
-        return Authorized(call.answer, retries=attempt - (1 if refreshed else 0))
+        result = _hold(store, call, switch_id, attempt - (1 if refreshed else 0), attempt,
+                       (found.identity, route) if refreshed else None)
+        if result is not None:
+            return result
     raise StoreBusy(f"holds for call {request.call_id} kept being refused")
 
 
@@ -177,16 +171,25 @@ def authorize_inbound(store: SwitchStore, request: AuthorizeRequest, key_hash: s
             log.info("call %s denied: %s at %s", request.call_id, decision.reason, decision.account_id)
             return Denied(decision.reason, decision.account_id, retries=attempt)
         call = _call_record(request, route, number, decision, now, settings.hold_grace, switch_id, chain, INBOUND)
-        try:
-            store.place_holds(call)
-        except DuplicateCall:
-            existing, _ = store.find_call(request.call_id, None)
-            return _repeat(existing, switch_id, route.client_id, number)
-        except Refused as refusal:
-            log.info("call %s: %s (attempt %d), re-reading", request.call_id, refusal, attempt + 1)
-            continue
-        return Authorized(call.answer, retries=attempt)
+        result = _hold(store, call, switch_id, attempt, attempt)
+        if result is not None:
+            return result
     raise StoreBusy(f"holds for call {request.call_id} kept being refused")
+
+
+def _hold(store: SwitchStore, call: CallRecord, switch_id: Optional[str], retries: int, attempt: int,
+          refresh=None) -> Optional[Result]:
+    """Place the call's holds: its answer, the first answer if a concurrent request with this id wrote
+    first, or None when the store refused (funds or limits moved since the read: decide again)."""
+    try:
+        store.place_holds(call, refresh)
+    except DuplicateCall:
+        existing, _ = store.find_call(call.call_id, None)
+        return _repeat(existing, switch_id, call.client_id, call.number)
+    except Refused as refusal:
+        log.info("call %s: %s (attempt %d), re-reading", call.call_id, refusal, attempt + 1)
+        return None
+    return Authorized(call.answer, retries=retries)
 
 
 def _repeat(call: CallRecord, switch_id: Optional[str], client_id: str, number: str) -> Authorized:

@@ -194,3 +194,17 @@ def client(aws):
     from app import app
     with Client(app) as c:
         yield c
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The DynamoDB requests made from here on, by operation name (PynamoDB's single exit to botocore)."""
+    from pynamodb.connection.base import Connection
+    seen = []
+    original = Connection._make_api_call
+
+    def counting(self, operation_name, *args, **kwargs):
+        seen.append(operation_name)
+        return original(self, operation_name, *args, **kwargs)
+    monkeypatch.setattr(Connection, "_make_api_call", counting)
+    return seen

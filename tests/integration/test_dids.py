@@ -5,14 +5,13 @@ import json
 from decimal import Decimal
 
 import pytest
-from pynamodb.connection.base import Connection
 
 from chalicelib.adapters.dynamo.store import DynamoStore
 from chalicelib.services.authorize_call import AuthorizeRequest
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY
 from tests.integration.helpers import (account, assert_ledger_invariant, authorize_http, body_of,  # noqa: F401
-                                       call_item, client, headers, post_complete)
+                                       call_item, calls, client, headers, post_complete)
 from tests.integration.portal_helpers import Portal, table_snapshot
 
 CHAIN = ["admin", "atlas", "borealis", "cumulus", "acme"]
@@ -229,18 +228,6 @@ def test_inbound_direction_is_checked_and_outbound_still_needs_its_account(clien
     response = client.http.post("/authorize", headers=headers("wrong-key"), body=json.dumps(
         {"direction": "inbound", "destination": "junk", "call_id": "d-3"}))
     assert response.status_code == 401
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    seen = []
-    original = Connection._make_api_call
-
-    def counting(self, operation_name, *args, **kwargs):
-        seen.append(operation_name)
-        return original(self, operation_name, *args, **kwargs)
-    monkeypatch.setattr(Connection, "_make_api_call", counting)
-    return seen
 
 
 def test_inbound_authorize_takes_the_outbound_round_trips(portal, calls, monkeypatch):

@@ -1,27 +1,14 @@
 """The switch path's DynamoDB budget: authorize 3 calls (one of them the transaction), complete 2.
 Counted at PynamoDB's single exit to botocore, so every request is seen."""
-import pytest
-from pynamodb.connection.base import Connection
 
 from chalicelib.adapters.dynamo.models import IdentityItem
 from chalicelib.adapters.dynamo.store import DynamoStore
 from chalicelib.services.authorize_call import AuthorizeRequest
 from tests.integration.helpers import authorize_http as authorize_call
+from tests.integration.helpers import calls  # noqa: F401 (fixture)
 from chalicelib.services.complete_call import complete_call
 from chalicelib.services.switch_keys import key_hash
 from tests.conftest import DEMO_KEY
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    seen = []
-    original = Connection._make_api_call
-
-    def counting(self, operation_name, *args, **kwargs):
-        seen.append(operation_name)
-        return original(self, operation_name, *args, **kwargs)
-    monkeypatch.setattr(Connection, "_make_api_call", counting)
-    return seen
 
 
 def test_authorize_takes_three_round_trips_and_complete_two(demo, calls):
