@@ -6,7 +6,8 @@ kinds of row of that level's month:
     ``#``            the level's own totals
     ``C#<child>``    the calls that came through that child (the sub-accounts report; a client's own
                      totals are its parent's row for it, shown at the client's price only)
-    ``D#<number>``   inbound calls to that DID (the DID report)
+    ``D#<number>``   inbound calls to that DID (the DID report; the client holding it has one too, with
+                     only what it paid)
 
 each with calls, answered calls, seconds (billsec), revenue (what the child paid: its net charge),
 cost (what the level paid its own parent, or the carrier cost for the admin) and commission; profit is
@@ -59,6 +60,11 @@ class Totals:
                 "minutes": (Decimal(self.seconds) / 60).quantize(Decimal("0.01")),
                 "revenue": self.revenue, "cost": self.cost, "commission": self.commission, "profit": self.profit}
 
+    def as_client(self) -> dict:
+        """A client's own row (its DIDs'): what it paid."""
+        return {"calls": self.calls, "answered": self.answered, "seconds": self.seconds,
+                "minutes": (Decimal(self.seconds) / 60).quantize(Decimal("0.01")), "cost": self.cost}
+
     def as_buyer(self) -> dict:
         """A row seen by the child it is about: what the child paid (the row's revenue), never the
         level's own cost."""
@@ -98,6 +104,10 @@ def contributions(call: BilledCall) -> Dict[Key, Totals]:
         rows = [TOTAL, CHILD + child.account_id] + ([DID + call.did] if call.did else [])
         for row in rows:
             out.setdefault((seller.account_id, month, row), Totals()).add(delta)
+    if call.did and call.levels:     # the client's own row for its DID: what it paid (it sells nothing)
+        client = call.levels[0]
+        out[(client.account_id, month, DID + call.did)] = Totals(
+            calls=1, answered=int(call.answered), seconds=call.billsec, cost=client.cost, commission=client.commission)
     return out
 
 

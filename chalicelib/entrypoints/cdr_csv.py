@@ -44,7 +44,7 @@ def csv_lines(rows_pages):
             buffer.seek(0)
             buffer.truncate()
             row = cdr_view(view)
-            writer.writerow([_cell(row[c]) for c in CDR_COLUMNS])
+            writer.writerow([_cell(str(row[c]).lower() if isinstance(row[c], bool) else row[c]) for c in CDR_COLUMNS])
             yield buffer.getvalue()
 
 

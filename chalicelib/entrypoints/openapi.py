@@ -308,7 +308,7 @@ SCHEMAS: Dict[str, dict] = {
         "status": {"type": "string", "enum": list(STATUSES)}, "balance": MONEY_OUT, "available": MONEY_OUT,
         "currency": STR, "month": STR})]}}, "next_cursor": STR_OR_NULL}),
     "DidReport": _object({"items": {"type": "array", "items": {"allOf": [_ref("Figures"), _object({
-        "number": STR, "country": STR, "assigned_to": STR_OR_NULL, "client_id": STR_OR_NULL,
+        "number": STR, "country": STR, "assigned_to": STR_OR_NULL, "holder": STR_OR_NULL,
         "setup_fee": MONEY_OUT, "monthly_fee": MONEY_OUT})]}}, "next_cursor": STR_OR_NULL}),
     "DidPrices": _object({"setup": MONEY_OUT, "monthly": MONEY_OUT,
                           "per_minute": dict(MONEY_OUT, description="inbound minutes")}),

@@ -107,12 +107,15 @@ class BadInput(Exception):
         self.field, self.message, self.status = field, message, status
 
 
-_compiled: Dict[int, Callable] = {}
+_compiled: Dict[str, Callable] = {}
 
 
 def _validator(schema: dict):
+    """Compiled once per schema. Keyed by the schema's text, not its id(): a query's schema is built per
+    request, and a freed dict's id is reused by the next one (the full suite once validated a history
+    query with another route's schema)."""
     import fastjsonschema
-    key = id(schema)
+    key = json.dumps(schema, sort_keys=True, default=str)
     if key not in _compiled:
         _compiled[key] = fastjsonschema.compile(_plain(schema))
     return _compiled[key]

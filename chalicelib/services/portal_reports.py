@@ -164,15 +164,14 @@ class ReportCases:
         month = self._month(month)
         held, next_cursor = self.store.dids_of(account.id, limit, cursor)
         held = [d for d in held if d.depth_of(account.id) is not None]
-        source = account.parent_id if account.role == CLIENT else account.id
-        rows = self.store.report_rows_of(source, month, [DID + d.number for d in held]) if held else {}
+        rows = self.store.report_rows_of(account.id, month, [DID + d.number for d in held]) if held else {}
         out = []
         for did in held:
             totals = rows[DID + did.number]
             below = did.holders[did.depth_of(account.id) + 1] if did.holder != account.id else None
             out.append({"number": did.number, "country": did.country, "assigned_to": below.account_id if below else None,
-                        "client_id": did.holder if below else None, **self._did_fees(did, account, month),
-                        **(totals.as_buyer() if account.role == CLIENT else totals.to_dict())})
+                        "holder": did.holder if below else None, **self._did_fees(did, account, month),
+                        **(totals.as_client() if account.role == CLIENT else totals.to_dict())})
         return out, next_cursor
 
     # --- fees ------------------------------------------------------------------------------------------

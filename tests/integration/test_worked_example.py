@@ -1,4 +1,4 @@
-"""The worked example of docs/portal-api.md section 18, step by step against the API: a reseller imports a
+"""The worked example of docs/portal-api.md section 19, step by step against the API: a reseller imports a
 deck, schedules a price change for next month, a DID is handed down to its client, the client makes a call
 in each direction, and the reports at three levels reconcile with the ledger and with the CDRs."""
 import json

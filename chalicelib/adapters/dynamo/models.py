@@ -304,7 +304,7 @@ class DidEventItem(CoreItem, discriminator="did_event"):
 
 class ExportItem(CoreItem, discriminator="cdr_export"):
     """EXPORT#<id> / #: a CDR export written to S3 by a background task (services.portal_reports), its
-    progress and where the file is. Expires (``ttl``) 7 days after it was asked for."""
+    progress and where the file is. Expires (``ttl``) 2 days after it was asked for, as its file does."""
     account_id = UnicodeAttribute()
     by = UnicodeAttribute()
     filters = JSONTextAttribute()

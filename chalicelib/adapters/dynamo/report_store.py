@@ -13,8 +13,9 @@ mark covers is skipped, the rest is applied under new marks. Client rows go in r
 (``S#<seq>#<part>``, as many parts as 99-row transactions need). ``k`` spreads hot rows (the admin's, a
 top reseller's) over ROW_SHARDS items; the mark's name picks it.
 
-Access patterns: an account's month is one Query (pk REP#<account>, begins_with(sk, "<month>#")); its
-children's rows a Query on begins_with "<month>#C#", paged.
+Access patterns: a row is read by exact key, every shard of it in one BatchGetItem (an account's totals,
+a page of children's or DIDs' rows), the money row by GetItem, and the children's rows of a month by a
+Query on begins_with(sk, "<month>#C#"), paged.
 """
 import time
 import zlib
@@ -33,7 +34,7 @@ from .keys import export_key
 from .models import CoreItem, ExportItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
 from .writes import Tx
 
-EXPORT_DAYS = 7
+EXPORT_DAYS = 2            # the bucket deletes exports after 2 days (infra DECK_DAYS): the record goes too
 RUN_ITEMS = 99            # a transaction holds 100 items: the mark and 99 rows
 MARK_DAYS = 3             # longer than a stream keeps records (24 h)
 
@@ -166,18 +167,6 @@ class ReportStore:
             return None
 
     # --- reading ---------------------------------------------------------------------------------
-
-    def report_rows(self, account_id: str, month: str, prefix: str = "") -> Tuple[Dict[str, Totals], Money]:
-        """Every row of the account's month (added up over shards), and its money row."""
-        rows: List[Tuple[str, Totals]] = []
-        money = Money()
-        for item in CoreItem.query(report_pk(account_id), CoreItem.sk.startswith(f"{month}#{prefix}"),
-                                   consistent_read=True):
-            if isinstance(item, ReportRowItem):
-                rows.append((_parse_sk(item.sk)[1], _totals(item)))
-            elif isinstance(item, ReportMoneyItem):
-                money = _money(item)
-        return add_up(rows), money
 
     def report_money(self, account_id: str, month: str) -> Money:
         try:
