@@ -205,6 +205,14 @@ def below_cost(did: Did, giver_id: str, prices: Prices) -> bool:
     return own is not None and prices.per_minute < own.prices.per_minute
 
 
+def seen_by(event: "DidEvent", viewer_id: str) -> "DidEvent":
+    """The event as ``viewer_id`` may read it: who made it only when that account is the viewer or below
+    it (an ancestor acting for a reseller is above the wall, like every id there)."""
+    parts = event.receiver_path.split("/")
+    below = parts[parts.index(viewer_id):] if viewer_id in parts else []
+    return event if event.by in below else replace(event, by=None)
+
+
 def visible(receiver_path: str, viewer_path: str) -> bool:
     """An event of a DID's history is shown to the receiver and its ancestors: the prices in it are
     the receiver's (what it was charged) or its sellers' below the viewer, never a level above."""

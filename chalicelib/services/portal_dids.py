@@ -131,12 +131,13 @@ class DidCases:
                             lambda did, ended: (self.store.account(ended[-1].account_id), None))
 
     def did_history(self, principal: Principal, account_id: str, number: str) -> List[DidEvent]:
-        """The events whose receiver is the account or below it: nothing priced above it."""
+        """The events whose receiver is the account or below it: nothing priced above it, and no account
+        above the caller named as the one who made it."""
         account = self.walled(principal, account_id)
         did = self._did(number)
         mine = did is not None and did.tree == account.path.split("/")[0]
         events = self.store.did_events(did.number) if mine else []
-        seen = [e for e in events if dids.visible(e.receiver_path, account.path)]
+        seen = [dids.seen_by(e, principal.account_id) for e in events if dids.visible(e.receiver_path, account.path)]
         if not seen:
             raise NoSuchDid(number)
         return seen

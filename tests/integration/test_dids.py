@@ -93,8 +93,9 @@ def test_each_level_sees_its_own_prices_and_never_those_above_it(portal):
     assert portal("delta", "GET", "/accounts/acme/dids")[0] == 404          # the wall
     # history: acme sees its own assignment; cumulus sees it too, with acme's price, and nothing above
     acme_events = portal.ok("acme", "GET", f"/accounts/acme/dids/{DID}/history")["items"]
-    assert [(e["event"], e["account_id"], e["prices"]["per_minute"]) for e in acme_events] == [
-        ("assigned", "acme", "0.012000")]
+    assert [(e["event"], e["account_id"], e["prices"]["per_minute"], e["by"]) for e in acme_events] == [
+        ("assigned", "acme", "0.012000", None)]                # cumulus assigned it: above acme's wall
+    assert portal.ok("cumulus", "GET", f"/accounts/acme/dids/{DID}/history")["items"][0]["by"] == "cumulus"
     cumulus_events = portal.ok("cumulus", "GET", f"/accounts/cumulus/dids/{DID}/history")["items"]
     assert [e["account_id"] for e in cumulus_events] == ["cumulus", "acme"]
     admin_events = portal.ok("admin", "GET", f"/accounts/admin/dids/{DID}/history")["items"]
