@@ -139,7 +139,7 @@ def month_rows(clients, n, month, seed):
 
 
 def write_rows(rows):
-    from chalicelib.adapters.dynamo.report_store import report_pk, row_sk
+    from chalicelib.adapters.dynamo.keys import report_pk, row_sk
     from chalicelib.adapters.dynamo.models import ReportRowItem
     with ReportRowItem.batch_write() as batch:
         for ((account, month, row), shard), t in rows.items():

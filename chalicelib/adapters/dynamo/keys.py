@@ -58,6 +58,24 @@ def did_list(account_id: str) -> str:
     return f"DIDS#{account_id}"
 
 
+def report_pk(account_id: str) -> str:
+    """An account's report rows (domain.reports): ``row_sk`` per month, row and copy; ``money_sk`` per month."""
+    return f"REP#{account_id}"
+
+
+def row_sk(month: str, row: str, shard: int) -> str:
+    return f"{month}#{row}#{shard}"
+
+
+def money_sk(month: str) -> str:
+    return f"{month}#M"
+
+
+def mark_key(name: str) -> Tuple[str, str]:
+    """A report consumer's mark (adapters.dynamo.report_store): records already applied."""
+    return f"REPSEQ#{name}", ROOT
+
+
 def text_key(text: str) -> str:
     """A key part for text a switch or caller chose (a SIP Call-ID): 32 hex digits of its SHA-256, so
     every key that embeds it has a fixed size whatever the text (DynamoDB refuses sort keys over

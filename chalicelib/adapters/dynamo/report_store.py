@@ -29,30 +29,13 @@ from chalicelib.services.ports import CdrExport
 from chalicelib.domain.reports import (ROW_SHARDS, BilledCall, Key, Money, Totals, add_up, batches, contributions,
                                       leaf_key)
 
-from .keys import ROOT
-from .keys import export_key
+from .keys import export_key, mark_key, money_sk, report_pk, row_sk
 from .models import CoreItem, ExportItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
 from .writes import Tx
 
 EXPORT_DAYS = 2            # the bucket deletes exports after 2 days (infra DECK_DAYS): the record goes too
 RUN_ITEMS = 99            # a transaction holds 100 items: the mark and 99 rows
 MARK_DAYS = 3             # longer than a stream keeps records (24 h)
-
-
-def report_pk(account_id: str) -> str:
-    return f"REP#{account_id}"
-
-
-def row_sk(month: str, row: str, shard: int) -> str:
-    return f"{month}#{row}#{shard}"
-
-
-def money_sk(month: str) -> str:
-    return f"{month}#M"
-
-
-def mark_key(sequence: str) -> Tuple[str, str]:
-    return f"REPSEQ#{sequence}", ROOT
 
 
 def _parse_sk(sk: str) -> Tuple[str, str]:
