@@ -31,7 +31,7 @@ from chalicelib.domain.reports import (ROW_SHARDS, BilledCall, Key, Money, Total
 
 from .keys import export_key, mark_key, money_sk, report_pk, row_sk
 from .models import CoreItem, ExportItem, ReportMarkItem, ReportMoneyItem, ReportRowItem
-from .writes import Tx
+from .writes import Tx, set_fields
 
 EXPORT_DAYS = 2            # the bucket deletes exports after 2 days (infra DECK_DAYS): the record goes too
 RUN_ITEMS = 99            # a transaction holds 100 items: the mark and 99 rows
@@ -151,6 +151,17 @@ class ReportStore:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    def report_rows_of(self, account_id: str, month: str, rows: Sequence[str]) -> Dict[str, Totals]:
+        """Rows by exact key, every shard of each, in BatchGetItems (an account's totals, a page of its
+        children's or DIDs' rows): no Query."""
+        keys = _row_keys(account_id, month, rows)
+        found: List[Tuple[str, Totals]] = []
+        for start in range(0, len(keys), 100):
+            for item in ReportRowItem.batch_get(keys[start:start + 100], consistent_read=True):
+                found.append((_parse_sk(item.sk)[1], _totals(item)))
+        totals = add_up(found)
+        return {row: totals.get(row, Totals()) for row in rows}
+
     def report_money(self, account_id: str, month: str) -> Money:
         try:
             return _money(ReportMoneyItem.get(report_pk(account_id), money_sk(month), consistent_read=True))
@@ -216,19 +227,6 @@ def _row_keys(account_id: str, month: str, rows: Iterable[str]) -> List[Tuple[st
     return [(report_pk(account_id), row_sk(month, row, k)) for row in rows for k in range(ROW_SHARDS)]
 
 
-class ReportLookups:
-    """Rows by exact key (every shard of each), for pages of children and DIDs: a BatchGetItem, no Query."""
-
-    def report_rows_of(self, account_id: str, month: str, rows: Sequence[str]) -> Dict[str, Totals]:
-        keys = _row_keys(account_id, month, rows)
-        found: List[Tuple[str, Totals]] = []
-        for start in range(0, len(keys), 100):
-            for item in ReportRowItem.batch_get(keys[start:start + 100], consistent_read=True):
-                found.append((_parse_sk(item.sk)[1], _totals(item)))
-        totals = add_up(found)
-        return {row: totals.get(row, Totals()) for row in rows}
-
-
 class ExportStore:
     """CDR exports (services.portal_reports): one item each, read and updated by id."""
 
@@ -247,16 +245,4 @@ class ExportStore:
                          created_at=item.created_at, updated_at=item.updated_at)
 
     def update_export(self, job_id: str, expect_status: Optional[Sequence[str]] = None, **values) -> bool:
-        from pynamodb.exceptions import UpdateError
-        from chalicelib.services.ports import StoreBusy
-        actions = [getattr(ExportItem, k).set(v) for k, v in values.items() if v is not None]
-        condition = ExportItem.pk.exists()
-        if expect_status:
-            condition &= ExportItem.status.is_in(*expect_status)
-        try:
-            ExportItem(*export_key(job_id)).update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                return False
-            raise StoreBusy(str(exc)) from exc
-        return True
+        return set_fields(ExportItem(*export_key(job_id)), ExportItem, expect_status, **values)

@@ -12,13 +12,13 @@ from .keys import (ROOT, account_key, call_key, hash_shard, identity_key, iso_ms
 from .did_store import DidStore
 from .escrow_store import DynamoEscrow
 from .portal_store import PortalStore
-from .report_store import ExportStore, ReportLookups, ReportStore
+from .report_store import ExportStore, ReportStore
 from .tariff_store import ImportStore, TariffStore
 from .reads import DynamoReads, key_check, to_account, to_call, to_tariff  # noqa: F401
 from .writes import RETRYABLE, DynamoWrites, condition_failed, with_retries  # noqa: F401
 
 
-class DynamoStore(DynamoReads, DynamoWrites, PortalStore, TariffStore, ImportStore, DidStore, ReportStore, ReportLookups,
+class DynamoStore(DynamoReads, DynamoWrites, PortalStore, TariffStore, ImportStore, DidStore, ReportStore,
                   ExportStore, DynamoEscrow):
     """Implements services.ports.Directory and BalanceStore (and the portal's reads and journal)."""
 

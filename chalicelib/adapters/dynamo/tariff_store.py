@@ -25,7 +25,7 @@ from chalicelib.services.ports import ImportJob, Refused, StoreBusy, TariffHeade
 from .keys import import_key, rate_group_key, tariff_key, tariff_list
 from .models import CoreItem, ImportItem, RateGroupItem, TariffItem
 from .reads import to_tariff
-from .writes import Tx
+from .writes import Tx, set_fields
 
 MAX_GROUP_BYTES = 350_000     # DynamoDB items stop at 400 KB; keep room for keys and attribute names
 TX_ITEMS = 99                 # 100 actions per transaction, one of them the header
@@ -254,14 +254,4 @@ class ImportStore:
 
     def update_import(self, job_id: str, expect_status: Optional[Sequence[str]] = None, **values) -> bool:
         """Set fields of a job; with ``expect_status``, only from one of those states (False if not)."""
-        actions = [getattr(ImportItem, k).set(v) for k, v in values.items() if v is not None]
-        condition = ImportItem.pk.exists()
-        if expect_status:
-            condition &= ImportItem.status.is_in(*expect_status)
-        try:
-            ImportItem(*import_key(job_id)).update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                return False
-            raise StoreBusy(str(exc)) from exc
-        return True
+        return set_fields(ImportItem(*import_key(job_id)), ImportItem, expect_status, **values)

@@ -208,6 +208,23 @@ class Tx:
         with_retries(run, what)
 
 
+def set_fields(item, model, expect_status: Optional[Sequence[str]] = None, **values) -> bool:
+    """Set fields of an existing background job's item (a deck import, a CDR export); with
+    ``expect_status``, only while it is in one of those states. False when it is not (or gone)."""
+    from pynamodb.exceptions import UpdateError
+    actions = [getattr(model, k).set(v) for k, v in values.items() if v is not None]
+    condition = model.pk.exists()
+    if expect_status:
+        condition &= model.status.is_in(*expect_status)
+    try:
+        item.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            return False
+        raise StoreBusy(str(exc)) from exc
+    return True
+
+
 def journal_item(entry: JournalEntry, at: str) -> JournalItem:
     return JournalItem(entry.subject, entry.id, at_id=f"{at}#{entry.id}", entry_kind=entry.kind,
                        postings={p.book: str(p.amount) for p in entry.postings}, peer_id=entry.peer,
